@@ -1,0 +1,562 @@
+//! Resources -> the mesh. Checks each resource alone ([`crate::validate`]),
+//! then what depends on several (conflicts, references), then assembles the
+//! IR from what was accepted. A rejected resource contributes nothing, so
+//! runtimes keep its last good output.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diagnostic::{Diagnostic, Reason, ResourceId};
+use crate::ir::*;
+use crate::resource::{Input, Resource};
+use crate::validate::{self, Check};
+
+/// What a resource's `Accepted` condition says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted (possibly with warnings).
+    Accepted,
+    /// Rejected: invalid or in conflict; the errors say why.
+    Rejected(Reason),
+}
+
+/// The result of building: the mesh, every diagnostic (with positions where
+/// the input had them), and a verdict per resource.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    /// The IR of everything accepted.
+    pub mesh: Mesh,
+    /// Errors and warnings, sorted by file, position, resource.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Verdict per resource.
+    pub verdicts: BTreeMap<ResourceId, Verdict>,
+}
+
+impl Model {
+    /// True when any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The diagnostics about one resource.
+    pub fn diagnostics_of<'a>(
+        &'a self,
+        id: &'a ResourceId,
+    ) -> impl Iterator<Item = &'a Diagnostic> {
+        self.diagnostics.iter().filter(move |d| {
+            d.kind.as_deref() == Some(id.kind.as_str())
+                && d.namespace.as_deref() == Some(id.namespace.as_str())
+                && d.name.as_deref() == Some(id.name.as_str())
+        })
+    }
+}
+
+/// Builds the model of `inputs`.
+pub fn build(inputs: &[Input]) -> Model {
+    let mut b = Builder::default();
+    let mut seen: BTreeMap<ResourceId, usize> = BTreeMap::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let id = input.resource.id();
+        if seen.contains_key(&id) {
+            b.reject(
+                &id,
+                Reason::Invalid,
+                Diagnostic::error(format!("{id} is defined twice"))
+                    .on(&id)
+                    .at("metadata.name")
+                    .hint("remove one of them or rename it"),
+                i,
+            );
+            continue;
+        }
+        seen.insert(id.clone(), i);
+        b.single(&id, &input.resource, i);
+    }
+    b.cross();
+    let mesh = b.assemble();
+    // Positions: each diagnostic is placed in its resource's document.
+    let mut diagnostics: Vec<Diagnostic> = b
+        .diags
+        .into_iter()
+        .map(|(idx, d)| {
+            match idx
+                .and_then(|i| inputs.get(i))
+                .and_then(|x| x.source.as_ref())
+            {
+                Some(src) => src.locate(d),
+                None => d,
+            }
+        })
+        .collect();
+    diagnostics.sort_by(|a, b| {
+        (
+            &a.file,
+            a.line,
+            a.column,
+            &a.kind,
+            &a.namespace,
+            &a.name,
+            &a.field_path,
+            &a.message,
+        )
+            .cmp(&(
+                &b.file,
+                b.line,
+                b.column,
+                &b.kind,
+                &b.namespace,
+                &b.name,
+                &b.field_path,
+                &b.message,
+            ))
+    });
+    diagnostics.dedup();
+    Model {
+        mesh,
+        diagnostics,
+        verdicts: b.verdicts,
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    diags: Vec<(Option<usize>, Diagnostic)>,
+    verdicts: BTreeMap<ResourceId, Verdict>,
+    index: BTreeMap<ResourceId, usize>,
+    workloads: BTreeMap<ServiceKey, Workload>,
+    routes: BTreeMap<ServiceKey, Vec<(ResourceId, RouteTable)>>,
+    egress: BTreeMap<ResourceId, EgressGrant>,
+    access: BTreeMap<ResourceId, (ServiceKey, Vec<AccessRule>)>,
+    namespaces: BTreeMap<String, NamespacePolicy>,
+    ingresses: BTreeMap<ResourceId, Ingress>,
+    /// Per Route: the field path naming each version it uses.
+    route_fields: BTreeMap<ResourceId, Vec<(String, crate::version::Version)>>,
+}
+
+impl Builder {
+    fn reject(&mut self, id: &ResourceId, reason: Reason, d: Diagnostic, idx: usize) {
+        let d = if reason == Reason::Conflict {
+            d.conflict()
+        } else {
+            d
+        };
+        self.diags.push((Some(idx), d));
+        // Invalid outranks Conflict: fixing a conflict would not help.
+        let v = self
+            .verdicts
+            .entry(id.clone())
+            .or_insert(Verdict::Rejected(reason));
+        if *v == Verdict::Accepted || reason == Reason::Invalid {
+            *v = Verdict::Rejected(reason);
+        }
+    }
+
+    fn warn(&mut self, id: &ResourceId, d: Diagnostic) {
+        let idx = self.index.get(id).copied();
+        self.diags.push((idx, d));
+    }
+
+    fn error(&mut self, id: &ResourceId, reason: Reason, d: Diagnostic) {
+        let idx = self.index.get(id).copied().unwrap_or(usize::MAX);
+        self.reject(id, reason, d, idx);
+    }
+
+    fn accepted(&self, id: &ResourceId) -> bool {
+        matches!(self.verdicts.get(id), Some(Verdict::Accepted))
+    }
+
+    fn single(&mut self, id: &ResourceId, r: &Resource, idx: usize) {
+        self.index.insert(id.clone(), idx);
+        let mut c = Check::new(id);
+        let key = |name: &str| ServiceKey::new(id.namespace.clone(), name.to_string());
+        match r {
+            Resource::Microservice(m) => {
+                let w = validate::microservice(&mut c, m);
+                if c.ok() {
+                    self.workloads.insert(key(&id.name), w);
+                }
+            }
+            Resource::Route(rt) => {
+                let fields = rt
+                    .spec
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("spec.rules[{i}].version"), r.version.as_str()))
+                    .chain(
+                        rt.spec
+                            .mirror
+                            .iter()
+                            .map(|m| ("spec.mirror.version".to_string(), m.version.as_str())),
+                    )
+                    .filter_map(|(f, v)| Some((f, v.parse().ok()?)))
+                    .collect();
+                self.route_fields.insert(id.clone(), fields);
+                if let Some(t) = validate::route(&mut c, rt) {
+                    self.routes
+                        .entry(key(&rt.spec.service))
+                        .or_default()
+                        .push((id.clone(), t));
+                }
+            }
+            Resource::EgressPolicy(e) => {
+                let g = validate::egress(&mut c, e);
+                if c.ok() {
+                    self.egress.insert(id.clone(), g);
+                }
+            }
+            Resource::AccessPolicy(a) => {
+                let x = validate::access(&mut c, a);
+                if c.ok() {
+                    self.access.insert(id.clone(), x);
+                }
+            }
+            Resource::MeshPolicy(m) => {
+                let p = validate::mesh(&mut c, m);
+                if c.ok() {
+                    self.namespaces.insert(id.namespace.clone(), p);
+                }
+            }
+            Resource::IngressPolicy(i) => {
+                let g = validate::ingress(&mut c, i);
+                if c.ok() {
+                    self.ingresses.insert(id.clone(), g);
+                }
+            }
+        }
+        let ok = c.ok();
+        self.verdicts.insert(
+            id.clone(),
+            if ok {
+                Verdict::Accepted
+            } else {
+                Verdict::Rejected(Reason::Invalid)
+            },
+        );
+        self.diags
+            .extend(c.diags.into_iter().map(|d| (Some(idx), d)));
+    }
+
+    fn cross(&mut self) {
+        // One Route per service: a second one is a conflict on both.
+        let conflicts: Vec<(ServiceKey, Vec<ResourceId>)> = self
+            .routes
+            .iter()
+            .filter(|(_, l)| l.len() > 1)
+            .map(|(k, l)| (k.clone(), l.iter().map(|(id, _)| id.clone()).collect()))
+            .collect();
+        for (svc, list) in &conflicts {
+            {
+                let names: Vec<String> = list.iter().map(|id| id.name.clone()).collect();
+                for id in list {
+                    let idx = self.index.get(id).copied().unwrap_or(usize::MAX);
+                    let d = Diagnostic::error(format!(
+                        "service {} has {} Routes ({}); only one Route per service",
+                        svc.name,
+                        list.len(),
+                        names.join(", ")
+                    ))
+                    .on(id)
+                    .at("spec.service")
+                    .hint("merge them into one Route and delete the others");
+                    self.reject(id, Reason::Conflict, d, idx);
+                }
+            }
+        }
+        let routes: Vec<(ServiceKey, ResourceId, RouteTable)> = self
+            .routes
+            .iter()
+            .flat_map(|(k, l)| {
+                l.iter()
+                    .map(move |(id, t)| (k.clone(), id.clone(), t.clone()))
+            })
+            .collect();
+        for (svc, id, table) in &routes {
+            if !self.accepted(id) {
+                continue;
+            }
+            match self.workloads.get(svc) {
+                Some(w) => {
+                    if !w.protocol.is_l7() {
+                        self.error(
+                            id,
+                            Reason::Invalid,
+                            Diagnostic::error(format!("service {} speaks tcp: no HTTP routing", svc.name))
+                                .on(id)
+                                .at("spec.service")
+                                .hint("set the Microservice's protocol to http or grpc, or remove the Route"),
+                        );
+                        continue;
+                    }
+                    let missing: Vec<String> = table
+                        .versions()
+                        .into_iter()
+                        .filter(|v| !w.versions.contains_key(v))
+                        .map(|v| v.to_string())
+                        .collect();
+                    if !missing.is_empty() {
+                        let have: Vec<String> = w.versions.keys().map(|v| v.to_string()).collect();
+                        let field = self
+                            .route_fields
+                            .get(id)
+                            .and_then(|fs| {
+                                fs.iter().find(|(_, v)| missing.contains(&v.to_string()))
+                            })
+                            .map(|(f, _)| f.clone())
+                            .unwrap_or_else(|| "spec.rules".to_string());
+                        self.error(
+                            id,
+                            Reason::Invalid,
+                            Diagnostic::error(format!(
+                                "version {} is not a version of Microservice {}/{} (it has {})",
+                                missing.join(", "),
+                                svc.namespace,
+                                svc.name,
+                                have.join(", ")
+                            ))
+                            .on(id)
+                            .at(field)
+                            .hint("add the version to the Microservice or fix the Route"),
+                        );
+                    }
+                }
+                None => self.warn(
+                    id,
+                    Diagnostic::warning(format!(
+                        "no Microservice {} is given; the Route is rendered alone",
+                        svc.name
+                    ))
+                    .on(id)
+                    .at("spec.service"),
+                ),
+            }
+        }
+        let access: Vec<(ResourceId, ServiceKey, Vec<AccessRule>)> = self
+            .access
+            .iter()
+            .map(|(id, (k, r))| (id.clone(), k.clone(), r.clone()))
+            .collect();
+        for (id, callee, rules) in &access {
+            if !self.workloads.contains_key(callee) {
+                self.warn(
+                    id,
+                    Diagnostic::warning(format!("no Microservice {} is given", callee.name))
+                        .on(id)
+                        .at("spec.service")
+                        .hint("the policy applies once the service exists"),
+                );
+            }
+            for (i, rule) in rules.iter().enumerate() {
+                for (j, caller) in rule.from.iter().enumerate() {
+                    if !self.workloads.contains_key(caller) {
+                        self.warn(
+                            id,
+                            Diagnostic::warning(format!("caller {caller} does not exist"))
+                                .on(id)
+                                .at(format!("spec.allow[{i}].from[{j}]"))
+                                .hint("check the name; the rule applies once the caller exists"),
+                        );
+                    }
+                }
+            }
+        }
+        let egress: Vec<(ResourceId, Option<ServiceKey>)> = self
+            .egress
+            .iter()
+            .map(|(id, g)| (id.clone(), g.service.clone()))
+            .collect();
+        for (id, svc) in egress {
+            if let Some(svc) = svc {
+                if !self.workloads.contains_key(&svc) {
+                    self.warn(
+                        &id,
+                        Diagnostic::warning(format!("no Microservice {} is given", svc.name))
+                            .on(&id)
+                            .at("spec.service")
+                            .hint("the whitelist applies once the service exists"),
+                    );
+                }
+            }
+        }
+        // Ingress: targets must be HTTP services packlight knows; two
+        // IngressPolicies must not serve the same host and prefix.
+        let ingresses: Vec<(ResourceId, Ingress)> = self
+            .ingresses
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, ing) in &ingresses {
+            for (i, r) in ing.routes.iter().enumerate() {
+                let field = format!("spec.routes[{i}].service");
+                match self.workloads.get(&r.service) {
+                    None => self.error(
+                        id,
+                        Reason::Invalid,
+                        Diagnostic::error(format!(
+                            "no Microservice {} in namespace {}",
+                            r.service.name, r.service.namespace
+                        ))
+                        .on(id)
+                        .at(field)
+                        .hint("define the Microservice, or route to one that exists"),
+                    ),
+                    Some(w) if !w.protocol.is_l7() => self.error(
+                        id,
+                        Reason::Invalid,
+                        Diagnostic::error(format!(
+                            "service {} speaks tcp; the ingress routes HTTP",
+                            r.service.name
+                        ))
+                        .on(id)
+                        .at(field),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        let mut claims: BTreeMap<(String, String), Vec<ResourceId>> = BTreeMap::new();
+        for (id, ing) in &ingresses {
+            for h in &ing.hosts {
+                for r in &ing.routes {
+                    claims
+                        .entry((h.clone(), r.path_prefix.clone()))
+                        .or_default()
+                        .push(id.clone());
+                }
+            }
+        }
+        for ((host, prefix), ids) in claims {
+            let mut ids = ids;
+            ids.dedup();
+            if ids.len() > 1 {
+                let names: Vec<String> = ids
+                    .iter()
+                    .map(|i| format!("{}/{}", i.namespace, i.name))
+                    .collect();
+                for id in &ids {
+                    self.error(
+                        id,
+                        Reason::Conflict,
+                        Diagnostic::error(format!(
+                            "host {host} path {prefix} is served by {} IngressPolicies ({})",
+                            ids.len(),
+                            names.join(", ")
+                        ))
+                        .on(id)
+                        .at("spec.routes")
+                        .hint("give each IngressPolicy its own hosts or prefixes"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn assemble(&mut self) -> Mesh {
+        let mut mesh = Mesh::default();
+        let accepted: BTreeSet<ResourceId> = self
+            .verdicts
+            .iter()
+            .filter(|(_, v)| **v == Verdict::Accepted)
+            .map(|(k, _)| k.clone())
+            .collect();
+        mesh.namespaces = self
+            .namespaces
+            .iter()
+            .filter(|(_, p)| p.source.as_ref().is_some_and(|s| accepted.contains(s)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, w) in &self.workloads {
+            if accepted.contains(&w.source) {
+                mesh.services.insert(
+                    key.clone(),
+                    Service {
+                        key: key.clone(),
+                        workload: Some(w.clone()),
+                        route: None,
+                        route_source: None,
+                        policy: WorkloadPolicy::default(),
+                    },
+                );
+            }
+        }
+        for (key, list) in &self.routes {
+            for (id, table) in list {
+                if !accepted.contains(id) {
+                    continue;
+                }
+                let svc = mesh.services.entry(key.clone()).or_insert_with(|| Service {
+                    key: key.clone(),
+                    workload: None,
+                    route: None,
+                    route_source: None,
+                    policy: WorkloadPolicy::default(),
+                });
+                svc.route = Some(table.clone());
+                svc.route_source = Some(id.clone());
+            }
+        }
+        // Inbound access: the merged allow rules of every AccessPolicy of
+        // a callee (Istio: the union of ALLOW policies).
+        for (id, (callee, rules)) in &self.access {
+            if !accepted.contains(id) {
+                continue;
+            }
+            let svc = mesh
+                .services
+                .entry(callee.clone())
+                .or_insert_with(|| Service {
+                    key: callee.clone(),
+                    workload: None,
+                    route: None,
+                    route_source: None,
+                    policy: WorkloadPolicy::default(),
+                });
+            svc.policy
+                .access
+                .get_or_insert_with(Vec::new)
+                .extend(rules.iter().cloned());
+            svc.policy.access_sources.push(id.clone());
+        }
+        // Outbound reach granted by name.
+        let mut grants: Vec<(ServiceKey, ServiceKey)> = Vec::new();
+        for svc in mesh.services.values() {
+            for rule in svc.policy.access.iter().flatten() {
+                for caller in &rule.from {
+                    grants.push((caller.clone(), svc.key.clone()));
+                }
+            }
+        }
+        for (caller, callee) in grants {
+            if let Some(s) = mesh.services.get_mut(&caller) {
+                s.policy.granted.insert(callee);
+            }
+        }
+        // Egress whitelists: namespace-wide ones and the service's own.
+        for (id, grant) in &self.egress {
+            if !accepted.contains(id) {
+                continue;
+            }
+            mesh.egress.insert(id.clone(), grant.clone());
+            for svc in mesh.services.values_mut() {
+                let applies = match &grant.service {
+                    Some(s) => *s == svc.key,
+                    None => grant.namespace == svc.key.namespace,
+                };
+                if applies && svc.workload.is_some() {
+                    svc.policy.egress.extend(grant.hosts.iter().cloned());
+                    svc.policy.egress_sources.push(id.clone());
+                }
+            }
+        }
+        for svc in mesh.services.values_mut() {
+            svc.policy.egress.sort();
+            svc.policy.egress.dedup();
+        }
+        mesh.ingresses = self
+            .ingresses
+            .iter()
+            .filter(|(id, _)| accepted.contains(*id))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        mesh
+    }
+}
