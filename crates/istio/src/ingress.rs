@@ -1,0 +1,298 @@
+//! IngressPolicy -> Gateway and, in the gateway's namespace, its filters
+//! and login check; a VirtualService in the policy's namespace repeating
+//! each target service's Route at the ingress.
+//!
+//! Names: objects in the gateway namespace are `NS-NAME` (two policies of
+//! different namespaces never collide) and carry
+//! `packlight.dev/source-namespace`, since they cannot have owner
+//! references; the VirtualService is `ingress-NAME` in the policy's
+//! namespace (never the service VirtualService `NAME`).
+//!
+//! CSRF and the local rate limit: one shared EnvoyFilter
+//! [`FILTERS_NAME`] inserts both HTTP filters into the gateway, disabled
+//! (CSRF at 0%, rate limit without a bucket); each policy's own
+//! EnvoyFilter enables them on its hosts' virtual hosts
+//! (`typed_per_filter_config`), so one policy's CSRF or limit never
+//! applies to another policy's hosts. Limitation: `csrf.exclude` is not
+//! rendered (per-route exclusion would need a VirtualService route per
+//! excluded prefix); CSRF covers the whole host on the Istio engine.
+
+use packlight_model::ResourceId;
+use packlight_model::ir::{CorsPolicy, Ingress, Mesh, RateLimitPolicy};
+use packlight_model::routing::Vantage;
+use serde_json::{Value, json};
+
+use crate::RenderOptions;
+use crate::meta::{
+    Labels, NETWORKING, NETWORKING_ALPHA3, SECURITY, SOURCE_NAMESPACE, duration, object,
+    prefix_regex,
+};
+use crate::route::http_routes;
+
+/// The shared EnvoyFilter inserting the CSRF and local rate limit filters.
+pub const FILTERS_NAME: &str = "packlight-ingress-filters";
+
+const CSRF: &str = "envoy.filters.http.csrf";
+const CSRF_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
+const RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
+const RATELIMIT_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const GATEWAY_PORT: u16 = 80;
+
+/// Every IngressPolicy's objects, plus the shared filters when needed.
+pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (id, ing) in &mesh.ingresses {
+        out.extend(ingress(mesh, id, ing, opts));
+    }
+    if mesh
+        .ingresses
+        .values()
+        .any(|i| i.csrf.is_some() || i.rate_limit.is_some())
+    {
+        out.push(shared_filters(opts));
+    }
+    out
+}
+
+fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) -> Vec<Value> {
+    let gw_ns = opts.gateway_namespace.as_str();
+    let gw_name = format!("{}-{}", id.namespace, id.name);
+    let labels = Labels::managed().source(id);
+    let gw_labels = labels.clone().with(SOURCE_NAMESPACE, &id.namespace);
+    let mut out = vec![
+        object(
+            NETWORKING,
+            "Gateway",
+            gw_ns,
+            &gw_name,
+            &gw_labels,
+            json!({
+                "selector": opts.gateway_selector,
+                "servers": [{
+                    "port": {"number": GATEWAY_PORT, "name": "http", "protocol": "HTTP"},
+                    "hosts": ing.hosts.iter().map(|h| format!("{}/{h}", id.namespace)).collect::<Vec<_>>(),
+                }],
+            }),
+        ),
+        object(
+            NETWORKING,
+            "VirtualService",
+            &id.namespace,
+            &format!("ingress-{}", id.name),
+            &labels,
+            json!({
+                "hosts": ing.hosts,
+                "gateways": [format!("{gw_ns}/{gw_name}")],
+                "http": ingress_routes(mesh, ing),
+            }),
+        ),
+    ];
+    if ing.csrf.is_some() || ing.rate_limit.is_some() {
+        out.push(object(
+            NETWORKING_ALPHA3,
+            "EnvoyFilter",
+            gw_ns,
+            &gw_name,
+            &gw_labels,
+            vhost_filters(ing, opts),
+        ));
+    }
+    if let Some(login) = &ing.login {
+        let mut op = json!({"hosts": ing.hosts.iter().flat_map(|h| [h.clone(), format!("{h}:*")]).collect::<Vec<_>>()});
+        let not_paths: Vec<String> = login.exclude.iter().flat_map(|p| prefix_paths(p)).collect();
+        if !not_paths.is_empty() {
+            op["notPaths"] = json!(not_paths);
+        }
+        out.push(object(
+            SECURITY,
+            "AuthorizationPolicy",
+            gw_ns,
+            &gw_name,
+            &gw_labels,
+            json!({
+                "selector": {"matchLabels": opts.gateway_selector},
+                "action": "CUSTOM",
+                "provider": {"name": opts.login_provider},
+                "rules": [{"to": [{"operation": op}]}],
+            }),
+        ));
+    }
+    out
+}
+
+/// A segment-aware prefix as AuthorizationPolicy paths: `/x`, `/x/*`.
+fn prefix_paths(p: &str) -> Vec<String> {
+    if p == "/" {
+        vec!["*".to_string()]
+    } else {
+        vec![p.to_string(), format!("{p}/*")]
+    }
+}
+
+fn ingress_routes(mesh: &Mesh, ing: &Ingress) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (i, r) in ing.routes.iter().enumerate() {
+        let Some(svc) = mesh.services.get(&r.service) else {
+            continue;
+        };
+        let name_prefix = format!("r{i}-{}-", r.service.name);
+        let mut routes = match &svc.route {
+            Some(table) => http_routes(
+                svc,
+                table,
+                Vantage::Ingress {
+                    prefix: &r.path_prefix,
+                },
+                &name_prefix,
+            ),
+            None => {
+                let mut dest = json!({"host": svc.key.fqdn()});
+                if let Some(port) = svc.port() {
+                    dest["port"] = json!({"number": port});
+                }
+                vec![json!({
+                    "name": format!("{name_prefix}default"),
+                    "match": [{"uri": {"regex": prefix_regex(&r.path_prefix)}}],
+                    "route": [{"destination": dest}],
+                })]
+            }
+        };
+        if let Some(cors) = &ing.cors {
+            for route in &mut routes {
+                route["corsPolicy"] = cors_policy(cors);
+            }
+        }
+        out.extend(routes);
+    }
+    out
+}
+
+fn cors_policy(c: &CorsPolicy) -> Value {
+    let origins: Vec<Value> = c
+        .allow_origins
+        .iter()
+        .map(|o| {
+            if o == "*" {
+                json!({"regex": ".*"})
+            } else {
+                json!({"exact": o})
+            }
+        })
+        .collect();
+    let mut p = json!({"allowOrigins": origins});
+    for (k, v) in [
+        ("allowMethods", &c.allow_methods),
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
+        if !v.is_empty() {
+            p[k] = json!(v);
+        }
+    }
+    if c.allow_credentials {
+        p["allowCredentials"] = json!(true);
+    }
+    if let Some(age) = c.max_age {
+        p["maxAge"] = json!(duration(age));
+    }
+    p
+}
+
+fn percent(n: u32) -> Value {
+    json!({"default_value": {"numerator": n, "denominator": "HUNDRED"}})
+}
+
+fn runtime_percent(key: &str, n: u32) -> Value {
+    json!({"runtime_key": key, "default_value": {"numerator": n, "denominator": "HUNDRED"}})
+}
+
+fn filter_patch(value: Value) -> Value {
+    json!({
+        "applyTo": "HTTP_FILTER",
+        "match": {
+            "context": "GATEWAY",
+            "listener": {"filterChain": {"filter": {
+                "name": "envoy.filters.network.http_connection_manager",
+                "subFilter": {"name": "envoy.filters.http.router"},
+            }}},
+        },
+        "patch": {"operation": "INSERT_BEFORE", "value": value},
+    })
+}
+
+fn shared_filters(opts: &RenderOptions) -> Value {
+    object(
+        NETWORKING_ALPHA3,
+        "EnvoyFilter",
+        &opts.gateway_namespace,
+        FILTERS_NAME,
+        &Labels::managed(),
+        json!({
+            "workloadSelector": {"labels": opts.gateway_selector},
+            // Istio's own filters first: a relative insertion needs them.
+            "priority": 10,
+            "configPatches": [
+                filter_patch(json!({"name": CSRF, "typed_config": {
+                    "@type": CSRF_TYPE,
+                    "filter_enabled": percent(0),
+                }})),
+                filter_patch(json!({"name": RATELIMIT, "typed_config": {
+                    "@type": RATELIMIT_TYPE,
+                    "stat_prefix": "packlight_ingress_ratelimit",
+                }})),
+            ],
+        }),
+    )
+}
+
+fn rate_limit(r: &RateLimitPolicy) -> Value {
+    json!({
+        "@type": RATELIMIT_TYPE,
+        "stat_prefix": "packlight_ingress_ratelimit",
+        "token_bucket": {
+            "max_tokens": r.requests,
+            "tokens_per_fill": r.requests,
+            "fill_interval": duration(r.period),
+        },
+        "filter_enabled": runtime_percent("packlight_ratelimit_enabled", 100),
+        "filter_enforced": runtime_percent("packlight_ratelimit_enforced", 100),
+        "status": {"code": "TooManyRequests"},
+    })
+}
+
+fn vhost_filters(ing: &Ingress, opts: &RenderOptions) -> Value {
+    let mut per_filter = serde_json::Map::new();
+    if ing.csrf.is_some() {
+        let origins: Vec<Value> = ing
+            .cors
+            .iter()
+            .flat_map(|c| c.allow_origins.iter())
+            .filter(|o| *o != "*")
+            .map(|o| json!({"exact": o}))
+            .collect();
+        let mut csrf = json!({"@type": CSRF_TYPE, "filter_enabled": percent(100)});
+        if !origins.is_empty() {
+            csrf["additional_origins"] = json!(origins);
+        }
+        per_filter.insert(CSRF.into(), csrf);
+    }
+    if let Some(r) = &ing.rate_limit {
+        per_filter.insert(RATELIMIT.into(), rate_limit(r));
+    }
+    let patches: Vec<Value> = ing
+        .hosts
+        .iter()
+        .map(|h| {
+            json!({
+                "applyTo": "VIRTUAL_HOST",
+                "match": {
+                    "context": "GATEWAY",
+                    "routeConfiguration": {"portNumber": GATEWAY_PORT, "vhost": {"name": format!("{h}:{GATEWAY_PORT}")}},
+                },
+                "patch": {"operation": "MERGE", "value": {"typed_per_filter_config": per_filter}},
+            })
+        })
+        .collect();
+    json!({"workloadSelector": {"labels": opts.gateway_selector}, "configPatches": patches})
+}

@@ -1,0 +1,30 @@
+//! The MeshConfig fragment packlight needs: the login service as an
+//! `envoyExtAuthzHttp` extension provider (named by
+//! [`RenderOptions::login_provider`], referenced by the ingress
+//! AuthorizationPolicies of action CUSTOM).
+//!
+//! Egress denial is deliberately *not* here: `outboundTrafficPolicy`
+//! stays Istio's mesh-wide `ALLOW_ANY`, and `egress: deny` is per
+//! namespace through Sidecars (see [`crate::egress`]).
+
+use serde_json::{Value, json};
+
+use crate::RenderOptions;
+
+/// `{extensionProviders: [...]}`, to merge into the mesh's MeshConfig
+/// (`istioctl install --set meshConfig...`, or the `istio` ConfigMap).
+pub fn mesh_config(opts: &RenderOptions) -> Value {
+    json!({
+        "extensionProviders": [{
+            "name": opts.login_provider,
+            "envoyExtAuthzHttp": {
+                "service": opts.login_service,
+                "port": opts.login_port,
+                "includeRequestHeadersInCheck": ["cookie", "authorization", "accept"],
+                "headersToUpstreamOnAllow": ["x-packlight-user"],
+                "headersToDownstreamOnAllow": ["set-cookie"],
+                "headersToDownstreamOnDeny": ["location", "set-cookie", "content-type", "www-authenticate"],
+            },
+        }],
+    })
+}

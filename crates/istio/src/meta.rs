@@ -1,0 +1,201 @@
+//! What every rendered object shares: metadata and labels, durations in
+//! protobuf-JSON form, RE2 escaping, name slugs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use packlight_model::ResourceId;
+use serde_json::{Map, Value, json};
+
+/// `app.kubernetes.io/managed-by`.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The service an object serves.
+pub const SERVICE: &str = "packlight.dev/service";
+/// The kind of the resource an object is made from.
+pub const SOURCE_KIND: &str = "packlight.dev/source-kind";
+/// The name of the resource an object is made from.
+pub const SOURCE_NAME: &str = "packlight.dev/source-name";
+/// The namespace of that resource, on objects outside it.
+pub const SOURCE_NAMESPACE: &str = "packlight.dev/source-namespace";
+
+/// Istio's networking API version.
+pub const NETWORKING: &str = "networking.istio.io/v1";
+/// Istio's security API version.
+pub const SECURITY: &str = "security.istio.io/v1";
+/// EnvoyFilter's API version (never promoted beyond alpha3).
+pub const NETWORKING_ALPHA3: &str = "networking.istio.io/v1alpha3";
+
+/// The labels of a generated object.
+#[derive(Clone, Debug, Default)]
+pub struct Labels(BTreeMap<String, String>);
+
+impl Labels {
+    /// `managed-by: packlight`.
+    pub fn managed() -> Self {
+        Labels(BTreeMap::from([(
+            MANAGED_BY.to_string(),
+            "packlight".to_string(),
+        )]))
+    }
+
+    /// Adds the service it serves.
+    pub fn service(self, name: &str) -> Self {
+        self.with(SERVICE, name)
+    }
+
+    /// Adds the resource it is made from (kind and name).
+    pub fn source(self, id: &ResourceId) -> Self {
+        self.with(SOURCE_KIND, &id.kind).with(SOURCE_NAME, &id.name)
+    }
+
+    /// Adds the source only when there is exactly one.
+    pub fn single_source(self, ids: &[ResourceId]) -> Self {
+        match ids {
+            [one] => self.source(one),
+            _ => self,
+        }
+    }
+
+    /// Adds any label.
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.0.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// As JSON.
+    pub fn value(&self) -> Value {
+        json!(self.0)
+    }
+}
+
+/// A full object: `apiVersion`, `kind`, `metadata` and `spec`.
+pub fn object(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    labels: &Labels,
+    spec: Value,
+) -> Value {
+    json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": labels.value()},
+        "spec": spec,
+    })
+}
+
+/// The order of [`crate::render`]'s output.
+pub fn sort_key(v: &Value) -> (String, String, String, String) {
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        s("/apiVersion"),
+        s("/kind"),
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+    )
+}
+
+/// A duration as protobuf JSON: `5s`, `0.500s`, `1.000001s`.
+pub fn duration(d: Duration) -> String {
+    let (s, n) = (d.as_secs(), d.subsec_nanos());
+    if n == 0 {
+        format!("{s}s")
+    } else if n % 1_000_000 == 0 {
+        format!("{s}.{:03}s", n / 1_000_000)
+    } else if n % 1_000 == 0 {
+        format!("{s}.{:06}s", n / 1_000)
+    } else {
+        format!("{s}.{n:09}s")
+    }
+}
+
+/// Escapes RE2 metacharacters, so `s` matches itself.
+pub fn escape_regex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The full-match regex of a segment-aware path prefix: `/v1` matches
+/// `/v1` and `/v1/...`, never `/v10`; `/` matches every path.
+pub fn prefix_regex(prefix: &str) -> String {
+    if prefix == "/" {
+        "/.*".to_string()
+    } else {
+        format!("{}(/.*)?", escape_regex(prefix))
+    }
+}
+
+/// The full-match regex of a host, with or without a port.
+pub fn host_regex(host: &str) -> String {
+    format!("{}(:[0-9]+)?", escape_regex(host))
+}
+
+/// A DNS-label-safe slug: `*.oss.example.com` -> `wildcard-oss-example-com`.
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '*' => out.push_str("wildcard"),
+            c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_lowercase()),
+            _ => {
+                if !out.ends_with('-') {
+                    out.push('-')
+                }
+            }
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// Drops null and empty-collection members of an object, so optional
+/// fields are absent rather than `null`.
+pub fn compact(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .filter(|(_, v)| !matches!(v, Value::Array(a) if a.is_empty()))
+                .collect::<Map<String, Value>>(),
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_protobuf_json() {
+        assert_eq!(duration(Duration::from_secs(5)), "5s");
+        assert_eq!(duration(Duration::from_millis(500)), "0.500s");
+        assert_eq!(duration(Duration::from_micros(1_000_001)), "1.000001s");
+        assert_eq!(duration(Duration::from_nanos(7)), "0.000000007s");
+    }
+
+    #[test]
+    fn regexes_are_segment_aware_and_escaped() {
+        assert_eq!(prefix_regex("/v1"), "/v1(/.*)?");
+        assert_eq!(prefix_regex("/a.b+c"), "/a\\.b\\+c(/.*)?");
+        assert_eq!(prefix_regex("/"), "/.*");
+        assert_eq!(host_regex("v2.example.com"), "v2\\.example\\.com(:[0-9]+)?");
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("*.oss-cn.example.com"), "wildcard-oss-cn-example-com");
+        assert_eq!(slug("10.0.0.0/24"), "10-0-0-0-24");
+    }
+}

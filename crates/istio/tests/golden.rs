@@ -1,0 +1,37 @@
+//! Golden files: every example and `tests/golden/inputs/*.yaml` rendered
+//! with default options must equal `tests/golden/out/NAME.istio.yaml`.
+//! `PACKLIGHT_BLESS=1 cargo test -p packlight-istio --test golden`
+//! rewrites them; review the diff like code.
+
+mod common;
+
+#[test]
+fn golden_outputs() {
+    let bless = std::env::var("PACKLIGHT_BLESS").is_ok_and(|v| v == "1");
+    let out_dir = common::root().join("tests/golden/out");
+    let mut failures = Vec::new();
+    for (name, path) in common::inputs() {
+        let model = common::load(&path);
+        let got = common::render_yaml(&model);
+        let again = common::render_yaml(&common::load(&path));
+        assert_eq!(got, again, "{name}: rendering is not deterministic");
+        let file = out_dir.join(format!("{name}.istio.yaml"));
+        if bless {
+            std::fs::create_dir_all(&out_dir).unwrap();
+            std::fs::write(&file, &got).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&file) {
+            Ok(want) if want == got => {}
+            Ok(_) => failures.push(format!(
+                "{}: differs (PACKLIGHT_BLESS=1 to rewrite)",
+                file.display()
+            )),
+            Err(e) => failures.push(format!(
+                "{}: {e} (PACKLIGHT_BLESS=1 to write)",
+                file.display()
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
