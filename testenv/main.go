@@ -103,6 +103,11 @@ func run(o options) error {
 		cancel()
 	}()
 	if o.exitOnStdinEOF {
+		// The parent that closes our stdin also closes the pipes our
+		// stdout/stderr go to. Receiving SIGPIPE (instead of its default,
+		// exiting at once) turns those writes into errors, so shutdown and
+		// --remove-data-dir still run.
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 		go func() {
 			_, _ = io.Copy(io.Discard, os.Stdin)
 			klog.Info("testenv: stdin closed, shutting down")

@@ -1,0 +1,30 @@
+//! packlight-testenv — the Kubernetes test bench, as seen from a Rust test.
+//!
+//! This room starts (once per test binary) the real control plane built from
+//! `testenv/` — embedded etcd, kube-apiserver with TLS, RBAC and the default
+//! admission plugins, the garbage-collector and namespace controllers, and
+//! the pinned Istio and Gateway API CRDs — and hands each test a
+//! [`kube::Client`] and a fresh namespace of its own.
+//!
+//! In: the bench binary (built by `scripts/testenv build` when missing, so a
+//! plain `cargo test` works wherever Go is installed), or an already running
+//! bench named by `PACKLIGHT_TEST_KUBECONFIG`. Out: clients and namespaces.
+//! It never mocks, never skips a test when the bench is missing (it fails
+//! loudly), and is a dev-dependency only.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let ns = packlight_testenv::namespace("routes").await?;
+//! let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = ns.api();
+//! // ... exercise the API server ...
+//! ns.delete().await?; // or let it drop
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod bench;
+mod namespace;
+
+pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
+pub use namespace::{TestNamespace, namespace};
