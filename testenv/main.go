@@ -57,13 +57,16 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.dataDir, "data-dir", "", "directory for etcd data, certificates and kubeconfigs (required; created if missing)")
-	flag.IntVar(&o.port, "port", 0, "API server port on 127.0.0.1 (0 picks a free one)")
-	flag.Var(&o.crds, "crds", "CRD manifest file or directory of *.yaml (repeatable, comma-separated); other kinds in the files are applied too")
-	flag.BoolVar(&o.exitOnStdinEOF, "exit-on-stdin-eof", false, "shut down when stdin reaches EOF (the parent process is gone)")
-	flag.BoolVar(&o.removeDataDir, "remove-data-dir", false, "remove --data-dir on shutdown")
-	flag.StringVar(&o.verbosity, "v", "0", "klog verbosity of the Kubernetes components")
-	flag.Parse()
+	// Our own flag set: the Kubernetes packages register dozens of global
+	// flags (cadvisor, klog) on flag.CommandLine that mean nothing here.
+	fs := flag.NewFlagSet("testenv", flag.ExitOnError)
+	fs.StringVar(&o.dataDir, "data-dir", "", "directory for etcd data, certificates and kubeconfigs (required; created if missing)")
+	fs.IntVar(&o.port, "port", 0, "API server port on 127.0.0.1 (0 picks a free one)")
+	fs.Var(&o.crds, "crds", "CRD manifest file or directory of *.yaml (repeatable, comma-separated); other kinds in the files are applied too")
+	fs.BoolVar(&o.exitOnStdinEOF, "exit-on-stdin-eof", false, "shut down when stdin reaches EOF (the parent process is gone)")
+	fs.BoolVar(&o.removeDataDir, "remove-data-dir", false, "remove --data-dir on shutdown")
+	fs.StringVar(&o.verbosity, "v", "0", "klog verbosity of the Kubernetes components")
+	_ = fs.Parse(os.Args[1:]) // ExitOnError: never returns an error
 
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
