@@ -13,9 +13,14 @@
 //! (CSRF at 0%, rate limit without a bucket); each policy's own
 //! EnvoyFilter enables them on its hosts' virtual hosts
 //! (`typed_per_filter_config`), so one policy's CSRF or limit never
-//! applies to another policy's hosts. Limitation: `csrf.exclude` is not
-//! rendered (per-route exclusion would need a VirtualService route per
-//! excluded prefix); CSRF covers the whole host on the Istio engine.
+//! applies to another policy's hosts. `csrf.exclude`: for each excluded
+//! prefix, every ingress route whose path condition overlaps it gets a
+//! copy narrowed to the overlap, placed right before it (so first-match
+//! routing decides exactly as before) and named `ROUTE-csrf-exempt-K`;
+//! the EnvoyFilter turns CSRF off on those routes by name
+//! (`HTTP_ROUTE` patches).
+
+use std::collections::BTreeSet;
 
 use packlight_model::ResourceId;
 use packlight_model::ir::{CorsPolicy, Ingress, Mesh, RateLimitPolicy};
@@ -25,7 +30,7 @@ use serde_json::{Value, json};
 use crate::RenderOptions;
 use crate::meta::{
     Labels, NETWORKING, NETWORKING_ALPHA3, SECURITY, SOURCE_NAMESPACE, duration, object,
-    prefix_regex,
+    prefix_regex, regex_prefix,
 };
 use crate::route::http_routes;
 
@@ -59,6 +64,7 @@ fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) ->
     let gw_ns = opts.gateway_namespace.as_str();
     let gw_name = format!("{}-{}", id.namespace, id.name);
     let labels = Labels::managed().source(id);
+    let (routes, exempt) = ingress_routes(mesh, ing);
     let gw_labels = labels.clone().with(SOURCE_NAMESPACE, &id.namespace);
     let mut out = vec![
         object(
@@ -84,7 +90,7 @@ fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) ->
             json!({
                 "hosts": ing.hosts,
                 "gateways": [format!("{gw_ns}/{gw_name}")],
-                "http": ingress_routes(mesh, ing),
+                "http": routes,
             }),
         ),
     ];
@@ -95,7 +101,7 @@ fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) ->
             gw_ns,
             &gw_name,
             &gw_labels,
-            vhost_filters(ing, opts),
+            vhost_filters(ing, &exempt, opts),
         ));
     }
     if let Some(login) = &ing.login {
@@ -130,8 +136,19 @@ fn prefix_paths(p: &str) -> Vec<String> {
     }
 }
 
-fn ingress_routes(mesh: &Mesh, ing: &Ingress) -> Vec<Value> {
+/// The ingress VirtualService's routes, and the names of the routes
+/// exempt from CSRF.
+fn ingress_routes(mesh: &Mesh, ing: &Ingress) -> (Vec<Value>, Vec<String>) {
     let mut out = Vec::new();
+    let mut exempt = Vec::new();
+    let excluded: &[String] = ing
+        .csrf
+        .as_ref()
+        .map(|c| c.exclude.as_slice())
+        .unwrap_or_default();
+    // Conditions emitted so far (routes and copies): a copy repeating one would
+    // never match (Istio's validator reports such routes as unused).
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     for (i, r) in ing.routes.iter().enumerate() {
         let Some(svc) = mesh.services.get(&r.service) else {
             continue;
@@ -163,9 +180,76 @@ fn ingress_routes(mesh: &Mesh, ing: &Ingress) -> Vec<Value> {
                 route["corsPolicy"] = cors_policy(cors);
             }
         }
-        out.extend(routes);
+        for route in routes {
+            let name = route["name"].as_str().unwrap_or_default().to_string();
+            if excluded.iter().any(|e| covers(&route, e)) {
+                // Every path of the route is excluded: exempt it whole.
+                exempt.push(name);
+            } else {
+                for (k, prefix) in excluded.iter().enumerate() {
+                    if let Some(copy) = narrowed(&route, prefix, k, &mut seen) {
+                        exempt.push(format!("{name}-csrf-exempt-{k}"));
+                        out.push(copy);
+                    }
+                }
+            }
+            for m in route["match"].as_array().into_iter().flatten() {
+                seen.insert(m.to_string());
+            }
+            out.push(route);
+        }
     }
-    out
+    (out, exempt)
+}
+
+/// Segment-aware: `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|r| r.starts_with('/'))
+}
+
+/// True when every path condition of `route` is under `excluded`.
+fn covers(route: &Value, excluded: &str) -> bool {
+    route["match"].as_array().is_some_and(|ms| {
+        ms.iter().all(|m| {
+            m["uri"]["regex"]
+                .as_str()
+                .and_then(regex_prefix)
+                .is_some_and(|p| under(&p, excluded))
+        })
+    })
+}
+
+/// A copy of `route` limited to paths under `excluded`, or `None` when
+/// no path of the route is, or an earlier copy already takes them all.
+fn narrowed(route: &Value, excluded: &str, k: usize, seen: &mut BTreeSet<String>) -> Option<Value> {
+    let matches: Vec<Value> = route["match"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| {
+            let prefix = regex_prefix(m["uri"]["regex"].as_str()?)?;
+            let overlap = if under(excluded, &prefix) {
+                excluded.to_string()
+            } else if under(&prefix, excluded) {
+                prefix
+            } else {
+                return None;
+            };
+            let mut m = m.clone();
+            m["uri"] = json!({"regex": prefix_regex(&overlap)});
+            seen.insert(m.to_string()).then_some(m)
+        })
+        .collect();
+    if matches.is_empty() {
+        return None;
+    }
+    let mut copy = route.clone();
+    copy["match"] = Value::Array(matches);
+    copy["name"] = json!(format!("{}-csrf-exempt-{k}", route["name"].as_str()?));
+    Some(copy)
 }
 
 fn cors_policy(c: &CorsPolicy) -> Value {
@@ -261,7 +345,7 @@ fn rate_limit(r: &RateLimitPolicy) -> Value {
     })
 }
 
-fn vhost_filters(ing: &Ingress, opts: &RenderOptions) -> Value {
+fn vhost_filters(ing: &Ingress, exempt: &[String], opts: &RenderOptions) -> Value {
     let mut per_filter = serde_json::Map::new();
     if ing.csrf.is_some() {
         let origins: Vec<Value> = ing
@@ -294,5 +378,23 @@ fn vhost_filters(ing: &Ingress, opts: &RenderOptions) -> Value {
             })
         })
         .collect();
+    let off = json!({"typed_per_filter_config": {CSRF: {"@type": CSRF_TYPE, "filter_enabled": percent(0)}}});
+    let off = &off;
+    let route_patches = ing.hosts.iter().flat_map(|h| {
+        exempt.iter().map(move |name| {
+            json!({
+                "applyTo": "HTTP_ROUTE",
+                "match": {
+                    "context": "GATEWAY",
+                    "routeConfiguration": {
+                        "portNumber": GATEWAY_PORT,
+                        "vhost": {"name": format!("{h}:{GATEWAY_PORT}"), "route": {"name": name}},
+                    },
+                },
+                "patch": {"operation": "MERGE", "value": off.clone()},
+            })
+        })
+    });
+    let patches: Vec<Value> = patches.into_iter().chain(route_patches).collect();
     json!({"workloadSelector": {"labels": opts.gateway_selector}, "configPatches": patches})
 }

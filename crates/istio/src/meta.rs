@@ -137,6 +137,24 @@ pub fn prefix_regex(prefix: &str) -> String {
     }
 }
 
+/// The prefix behind a [`prefix_regex`] result (`None` for any other regex).
+pub fn regex_prefix(re: &str) -> Option<String> {
+    if re == "/.*" {
+        return Some("/".to_string());
+    }
+    let escaped = re.strip_suffix("(/.*)?")?;
+    let mut out = String::new();
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            c if "\\.+*?()|[]{}^$".contains(c) => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 /// The full-match regex of a host, with or without a port.
 pub fn host_regex(host: &str) -> String {
     format!("{}(:[0-9]+)?", escape_regex(host))
@@ -190,6 +208,10 @@ mod tests {
         assert_eq!(prefix_regex("/v1"), "/v1(/.*)?");
         assert_eq!(prefix_regex("/a.b+c"), "/a\\.b\\+c(/.*)?");
         assert_eq!(prefix_regex("/"), "/.*");
+        for p in ["/", "/v1", "/a.b+c/(x)"] {
+            assert_eq!(regex_prefix(&prefix_regex(p)).as_deref(), Some(p));
+        }
+        assert_eq!(regex_prefix("/v1(/.*)?x"), None);
         assert_eq!(host_regex("v2.example.com"), "v2\\.example\\.com(:[0-9]+)?");
     }
 
