@@ -11,23 +11,21 @@ use crate::ir::EgressHost;
 /// A Go-style duration (`500ms`, `5s`, `1m30s`, `1h`), at least 1 ms, at
 /// most a day.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    const HINT: &str = "write a duration such as 500ms, 5s, 1m30s or 1h";
+    let bad = |why: &str| format!("{s:?} is not a duration: {why}");
     if s.is_empty() {
-        return Err(format!("empty duration; {HINT}"));
+        return Err(bad("empty"));
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("{s:?} has no unit; {HINT}"))?;
+            .ok_or_else(|| bad("no unit"))?;
         let (num, tail) = rest.split_at(num_len);
         if num.is_empty() || num.len() > 13 || num.matches('.').count() > 1 {
-            return Err(format!("{s:?} is not a duration; {HINT}"));
+            return Err(bad("not a number"));
         }
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration; {HINT}"))?;
+        let value: f64 = num.parse().map_err(|_| bad("not a number"))?;
         let (unit, next) = if let Some(t) = tail.strip_prefix("ms") {
             (0.001, t)
         } else if let Some(t) = tail.strip_prefix('s') {
@@ -37,17 +35,17 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         } else if let Some(t) = tail.strip_prefix('h') {
             (3600.0, t)
         } else {
-            return Err(format!("{s:?} has an unknown unit; {HINT}"));
+            return Err(bad("unknown unit (ms, s, m, h)"));
         };
         total += value * unit;
         rest = next;
     }
     let d = Duration::from_secs_f64(total);
     if d < Duration::from_millis(1) {
-        return Err(format!("{s:?} is shorter than 1ms; {HINT}"));
+        return Err(bad("shorter than 1ms"));
     }
     if d > Duration::from_secs(86_400) {
-        return Err(format!("{s:?} is longer than a day"));
+        return Err(bad("longer than a day"));
     }
     // Whole milliseconds: what every output can express exactly.
     Ok(Duration::from_millis(d.as_millis() as u64))

@@ -264,6 +264,16 @@ impl Reader<'_> {
                             ));
                         }
                     };
+                    // A block mapping's start event is marked at its first
+                    // value; the first key is where it really starts.
+                    if map.is_empty() {
+                        let key_pos = Pos::of(&km);
+                        if let Some(p) = spans.spans.get_mut(path) {
+                            if key_pos < *p {
+                                *p = key_pos;
+                            }
+                        }
+                    }
                     if map.contains_key(&key) {
                         return Err((Pos::of(&km), format!("duplicate key {key:?}")));
                     }

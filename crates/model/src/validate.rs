@@ -54,7 +54,7 @@ impl<'a> Check<'a> {
         match parse::duration(s) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(path, e, "e.g. 500ms, 5s, 1m");
+                self.error(path, e, "write a duration such as 500ms, 5s, 1m30s or 1h");
                 None
             }
         }
@@ -186,6 +186,8 @@ pub(crate) fn route(c: &mut Check<'_>, r: &api::Route) -> Option<RouteTable> {
     // major -> (first rule index, versions with weights)
     let mut majors: BTreeMap<u32, (usize, Vec<WeightedVersion>)> = BTreeMap::new();
     let mut weighted: BTreeSet<Version> = BTreeSet::new();
+    // Majors with a duplicate weight rule: their sum would mislead.
+    let mut duplicated: BTreeSet<u32> = BTreeSet::new();
     for (i, rule) in spec.rules.iter().enumerate() {
         let path = format!("spec.rules[{i}]");
         let Some(version) = c.version(&format!("{path}.version"), &rule.version) else {
@@ -227,6 +229,7 @@ pub(crate) fn route(c: &mut Check<'_>, r: &api::Route) -> Option<RouteTable> {
                         format!("version {version} has two weight rules"),
                         "merge them into one",
                     );
+                    duplicated.insert(version.major);
                     continue;
                 }
                 majors
@@ -244,7 +247,7 @@ pub(crate) fn route(c: &mut Check<'_>, r: &api::Route) -> Option<RouteTable> {
             "a Route needs at least one weight rule (version + weight, or a version alone for 100)",
         );
     }
-    for (major, (first, weights)) in &majors {
+    for (major, (first, weights)) in majors.iter().filter(|(m, _)| !duplicated.contains(m)) {
         let sum: u32 = weights.iter().map(|w| w.weight).sum();
         if sum != 100 {
             let list = weights

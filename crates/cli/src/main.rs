@@ -1,0 +1,70 @@
+//! # packlight — the command
+//!
+//! The edge: reads files and flags, calls the same code paths the
+//! operator and the standalone engine run (model, translators), prints
+//! results and diagnostics, and maps outcomes to exit codes
+//! (0 ok, 1 invalid input or a refused change, 2 usage, 3 cannot reach the
+//! engine). It builds no Istio or Envoy object by hand.
+#![forbid(unsafe_code)]
+
+mod input;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// packlight: a small, declarative service-mesh API on Istio or on its own
+/// Envoy proxies.
+#[derive(Parser, Debug)]
+#[command(name = "packlight", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Render packlight resources into Istio and Kubernetes objects.
+    Render(render::RenderArgs),
+    /// Validate packlight resources; print diagnostics only.
+    Validate(render::ValidateArgs),
+    /// Print packlight's CustomResourceDefinitions as YAML.
+    Crds,
+}
+
+/// How diagnostics are printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DiagFormat {
+    /// `file:line:column: Kind ns/name: field: message (hint)`.
+    #[default]
+    Text,
+    /// A JSON list of diagnostics.
+    Json,
+}
+
+/// Exit codes shared by every command.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Invalid input or a refused change.
+    pub const INVALID: u8 = 1;
+    /// Usage error (clap also exits with 2).
+    pub const USAGE: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Render(args) => render::render(args),
+        Command::Validate(args) => render::validate(args),
+        Command::Crds => render::crds(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("packlight: {e:#}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
