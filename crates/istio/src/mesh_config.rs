@@ -28,3 +28,19 @@ pub fn mesh_config(opts: &RenderOptions) -> Value {
         }],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_login_provider() {
+        let opts = RenderOptions::default();
+        let mc = mesh_config(&opts);
+        let p = &mc["extensionProviders"][0];
+        assert_eq!(p["name"], "packlight-login");
+        assert_eq!(p["envoyExtAuthzHttp"]["service"], opts.login_service);
+        assert_eq!(p["envoyExtAuthzHttp"]["port"], 8080);
+        assert!(mc.get("outboundTrafficPolicy").is_none());
+    }
+}

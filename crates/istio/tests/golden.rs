@@ -5,6 +5,45 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
+use packlight_istio::{RenderOptions, render};
+
+/// Every object is complete, managed by packlight, and named uniquely.
+#[test]
+fn objects_are_complete_and_unique() {
+    for (name, path) in common::inputs() {
+        let model = common::load(&path);
+        let objs = render(&model.mesh, &RenderOptions::default());
+        let mut keys = BTreeSet::new();
+        for o in &objs {
+            for field in [
+                "/apiVersion",
+                "/kind",
+                "/metadata/name",
+                "/metadata/namespace",
+            ] {
+                assert!(
+                    o.pointer(field)
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|s| !s.is_empty()),
+                    "{name}: {field} missing in {o}"
+                );
+            }
+            assert_eq!(
+                o["metadata"]["labels"]["app.kubernetes.io/managed-by"], "packlight",
+                "{name}: {o}"
+            );
+            assert!(o["metadata"].get("ownerReferences").is_none());
+            let key = packlight_istio::meta::sort_key(o);
+            assert!(keys.insert(key.clone()), "{name}: {key:?} rendered twice");
+        }
+        let mut sorted = objs.clone();
+        sorted.sort_by_cached_key(packlight_istio::meta::sort_key);
+        assert_eq!(objs, sorted, "{name}: output not sorted");
+    }
+}
+
 #[test]
 fn golden_outputs() {
     let bless = std::env::var("PACKLIGHT_BLESS").is_ok_and(|v| v == "1");
