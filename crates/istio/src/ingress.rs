@@ -8,8 +8,8 @@
 //! references; the VirtualService is `ingress-NAME` in the policy's
 //! namespace (never the service VirtualService `NAME`).
 //!
-//! CSRF and the local rate limit: one shared EnvoyFilter
-//! [`FILTERS_NAME`] inserts both HTTP filters into the gateway, disabled
+//! CSRF and the local rate limit ([`crate::filters`]): one shared
+//! EnvoyFilter [`crate::filters::FILTERS_NAME`] inserts both HTTP filters into the gateway, disabled
 //! (CSRF at 0%, rate limit without a bucket); each policy's own
 //! EnvoyFilter enables them on its hosts' virtual hosts
 //! (`typed_per_filter_config`), so one policy's CSRF or limit never
@@ -23,26 +23,20 @@
 use std::collections::BTreeSet;
 
 use packlight_model::ResourceId;
-use packlight_model::ir::{CorsPolicy, Ingress, Mesh, RateLimitPolicy};
+use packlight_model::ir::{CorsPolicy, Ingress, Mesh};
 use packlight_model::routing::Vantage;
 use serde_json::{Value, json};
 
 use crate::RenderOptions;
+use crate::filters::{shared_filters, vhost_filters};
 use crate::meta::{
     Labels, NETWORKING, NETWORKING_ALPHA3, SECURITY, SOURCE_NAMESPACE, duration, object,
     prefix_regex, regex_prefix,
 };
 use crate::route::http_routes;
 
-/// The shared EnvoyFilter inserting the CSRF and local rate limit filters.
-pub const FILTERS_NAME: &str = "packlight-ingress-filters";
-
-const CSRF: &str = "envoy.filters.http.csrf";
-const CSRF_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
-const RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
-const RATELIMIT_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
-const GATEWAY_PORT: u16 = 80;
+/// The gateway port packlight serves (HTTP).
+pub const GATEWAY_PORT: u16 = 80;
 
 /// Every IngressPolicy's objects, plus the shared filters when needed.
 pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
@@ -281,120 +275,4 @@ fn cors_policy(c: &CorsPolicy) -> Value {
         p["maxAge"] = json!(duration(age));
     }
     p
-}
-
-fn percent(n: u32) -> Value {
-    json!({"default_value": {"numerator": n, "denominator": "HUNDRED"}})
-}
-
-fn runtime_percent(key: &str, n: u32) -> Value {
-    json!({"runtime_key": key, "default_value": {"numerator": n, "denominator": "HUNDRED"}})
-}
-
-fn filter_patch(value: Value) -> Value {
-    json!({
-        "applyTo": "HTTP_FILTER",
-        "match": {
-            "context": "GATEWAY",
-            "listener": {"filterChain": {"filter": {
-                "name": "envoy.filters.network.http_connection_manager",
-                "subFilter": {"name": "envoy.filters.http.router"},
-            }}},
-        },
-        "patch": {"operation": "INSERT_BEFORE", "value": value},
-    })
-}
-
-fn shared_filters(opts: &RenderOptions) -> Value {
-    object(
-        NETWORKING_ALPHA3,
-        "EnvoyFilter",
-        &opts.gateway_namespace,
-        FILTERS_NAME,
-        &Labels::managed(),
-        json!({
-            "workloadSelector": {"labels": opts.gateway_selector},
-            // Istio's own filters first: a relative insertion needs them.
-            "priority": 10,
-            "configPatches": [
-                filter_patch(json!({"name": CSRF, "typed_config": {
-                    "@type": CSRF_TYPE,
-                    "filter_enabled": percent(0),
-                }})),
-                filter_patch(json!({"name": RATELIMIT, "typed_config": {
-                    "@type": RATELIMIT_TYPE,
-                    "stat_prefix": "packlight_ingress_ratelimit",
-                }})),
-            ],
-        }),
-    )
-}
-
-fn rate_limit(r: &RateLimitPolicy) -> Value {
-    json!({
-        "@type": RATELIMIT_TYPE,
-        "stat_prefix": "packlight_ingress_ratelimit",
-        "token_bucket": {
-            "max_tokens": r.requests,
-            "tokens_per_fill": r.requests,
-            "fill_interval": duration(r.period),
-        },
-        "filter_enabled": runtime_percent("packlight_ratelimit_enabled", 100),
-        "filter_enforced": runtime_percent("packlight_ratelimit_enforced", 100),
-        "status": {"code": "TooManyRequests"},
-    })
-}
-
-fn vhost_filters(ing: &Ingress, exempt: &[String], opts: &RenderOptions) -> Value {
-    let mut per_filter = serde_json::Map::new();
-    if ing.csrf.is_some() {
-        let origins: Vec<Value> = ing
-            .cors
-            .iter()
-            .flat_map(|c| c.allow_origins.iter())
-            .filter(|o| *o != "*")
-            .map(|o| json!({"exact": o}))
-            .collect();
-        let mut csrf = json!({"@type": CSRF_TYPE, "filter_enabled": percent(100)});
-        if !origins.is_empty() {
-            csrf["additional_origins"] = json!(origins);
-        }
-        per_filter.insert(CSRF.into(), csrf);
-    }
-    if let Some(r) = &ing.rate_limit {
-        per_filter.insert(RATELIMIT.into(), rate_limit(r));
-    }
-    let patches: Vec<Value> = ing
-        .hosts
-        .iter()
-        .map(|h| {
-            json!({
-                "applyTo": "VIRTUAL_HOST",
-                "match": {
-                    "context": "GATEWAY",
-                    "routeConfiguration": {"portNumber": GATEWAY_PORT, "vhost": {"name": format!("{h}:{GATEWAY_PORT}")}},
-                },
-                "patch": {"operation": "MERGE", "value": {"typed_per_filter_config": per_filter}},
-            })
-        })
-        .collect();
-    let off = json!({"typed_per_filter_config": {CSRF: {"@type": CSRF_TYPE, "filter_enabled": percent(0)}}});
-    let off = &off;
-    let route_patches = ing.hosts.iter().flat_map(|h| {
-        exempt.iter().map(move |name| {
-            json!({
-                "applyTo": "HTTP_ROUTE",
-                "match": {
-                    "context": "GATEWAY",
-                    "routeConfiguration": {
-                        "portNumber": GATEWAY_PORT,
-                        "vhost": {"name": format!("{h}:{GATEWAY_PORT}"), "route": {"name": name}},
-                    },
-                },
-                "patch": {"operation": "MERGE", "value": off.clone()},
-            })
-        })
-    });
-    let patches: Vec<Value> = patches.into_iter().chain(route_patches).collect();
-    json!({"workloadSelector": {"labels": opts.gateway_selector}, "configPatches": patches})
 }

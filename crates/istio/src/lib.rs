@@ -15,8 +15,9 @@
 //! ServiceAccount), [`route`] (VirtualService, DestinationRule),
 //! [`egress`] (ServiceEntry, Sidecar), [`security`] (PeerAuthentication,
 //! AuthorizationPolicy, NetworkPolicy), [`ingress`] (Gateway,
-//! VirtualService, EnvoyFilter, CUSTOM AuthorizationPolicy) and
-//! [`mesh_config`] (the MeshConfig fragment packlight needs).
+//! VirtualService, CUSTOM AuthorizationPolicy), [`filters`] (its
+//! EnvoyFilters: CSRF, local rate limit) and
+//! [`mod@mesh_config`] (the MeshConfig fragment packlight needs).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use packlight_model::ir::Mesh;
 use serde_json::Value;
 
 pub mod egress;
+pub mod filters;
 pub mod ingress;
 pub mod mesh_config;
 pub mod meta;
