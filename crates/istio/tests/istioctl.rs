@@ -4,9 +4,10 @@
 //! allow-list documented in docs/testing.md ("Istio validation"): a new
 //! warning fails the test. Negative tests prove the checks can fail.
 //!
-//! istioctl: `$PACKLIGHT_ISTIOCTL`, else
-//! `${PACKLIGHT_CACHE:-$HOME/.cache/packlight}/bin/istioctl`. Missing, the
-//! test fails (never skips): run `scripts/build-istio-tools`.
+//! istioctl: `$PACKLIGHT_ISTIOCTL`, else the pinned build of
+//! `scripts/build-istio-tools` (`$CACHE/istio-KEY/bin/istioctl`), else
+//! `$CACHE/bin/istioctl`, with `CACHE=${PACKLIGHT_CACHE:-$HOME/.cache/packlight}`.
+//! Missing, the test fails (never skips): run `scripts/build-istio-tools`.
 
 mod common;
 
@@ -36,6 +37,22 @@ fn istioctl() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/packlight")
         });
+    // Where scripts/build-istio-tools puts the pinned build: keyed by the
+    // hash of tools/istio's go.mod, go.sum and tools.go.
+    let key = Command::new("sh")
+        .arg("-c")
+        .arg("cat go.mod go.sum tools.go | sha256sum | cut -c1-16")
+        .current_dir(common::root().join("tools/istio"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(key) = key.filter(|k| k.len() == 16) {
+        let pinned = cache.join(format!("istio-{key}/bin/istioctl"));
+        if pinned.is_file() {
+            return pinned;
+        }
+    }
     cache.join("bin/istioctl")
 }
 
