@@ -56,7 +56,8 @@ pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
 
 fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) -> Vec<Value> {
     let gw_ns = opts.gateway_namespace.as_str();
-    let gw_name = format!("{}-{}", id.namespace, id.name);
+    // Istio refuses dots in Gateway names (`NS/NAME` references).
+    let gw_name = format!("{}-{}", id.namespace, id.name.replace('.', "-"));
     let labels = Labels::managed().source(id);
     let (routes, exempt) = ingress_routes(mesh, ing);
     let gw_labels = labels.clone().with(SOURCE_NAMESPACE, &id.namespace);
