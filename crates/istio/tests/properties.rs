@@ -30,6 +30,8 @@ struct Case {
     majors: Vec<(u32, Vec<Minor>)>,
     omit_single_weight: bool,
     custom_prefix: Option<u32>,
+    /// A major addressed by host `hN.example.com` (ingress only).
+    host_major: Option<u32>,
     default_major: Option<usize>,
     /// (index into versions, header value, use query)
     matches: Vec<(usize, String, bool)>,
@@ -64,10 +66,11 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(major(), 1..=3),
         any::<bool>(),
         prop::option::of(1u32..=3),
+        prop::option::of(1u32..=3),
         prop::option::of(0usize..3),
         prop::collection::vec((0usize..9, "[a-z0-9]{1,4}", any::<bool>()), 0..=3),
     )
-        .prop_map(|(ms, omit, custom, default, matches)| Case {
+        .prop_map(|(ms, omit, custom, host, default, matches)| Case {
             majors: ms
                 .into_iter()
                 .enumerate()
@@ -75,6 +78,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .collect(),
             omit_single_weight: omit,
             custom_prefix: custom,
+            host_major: host.filter(|h| Some(*h) != custom),
             default_major: default,
             matches,
         })
@@ -146,6 +150,15 @@ fn inputs(c: &Case) -> Vec<Input> {
             api::MajorSpec {
                 path_prefix: Some(format!("/api.{n}")),
                 host: None,
+            },
+        );
+    }
+    if let Some(n) = c.host_major.filter(|n| (*n as usize) <= c.majors.len()) {
+        majors.insert(
+            n.to_string(),
+            api::MajorSpec {
+                path_prefix: None,
+                host: Some(format!("h{n}.example.com")),
             },
         );
     }
@@ -238,6 +251,9 @@ fn evaluate(vs: &Value, req: &RequestSample) -> BTreeMap<String, u64> {
                 m["uri"]["regex"]
                     .as_str()
                     .is_none_or(|r| full(r, &req.path))
+                    && m["authority"]["regex"]
+                        .as_str()
+                        .is_none_or(|r| req.host.as_deref().is_some_and(|h| full(r, h)))
                     && m["headers"]
                         .as_object()
                         .is_none_or(|h| h.iter().all(|(k, c)| string_match(c, req.headers.get(k))))
@@ -305,7 +321,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn rendered_routes_keep_the_invariants(c in case(), path_major in 0u32..5, custom in any::<bool>(), hit in 0usize..4, tail in prop::sample::select(vec!["", "/x", "/hooks/y"])) {
+    fn rendered_routes_keep_the_invariants(c in case(), path_major in 0u32..5, custom in any::<bool>(), hit in 0usize..4, tail in prop::sample::select(vec!["", "/x", "/hooks/y"]), host in prop::option::of((1u32..=4, any::<bool>()))) {
         let model = packlight_model::build(&inputs(&c));
         prop_assert!(!model.has_errors(), "{:#?}", model.diagnostics);
         let opts = RenderOptions::default();
@@ -328,6 +344,9 @@ proptest! {
         let table = model.mesh.services[&ServiceKey::new(NS, SVC)].route.clone().unwrap();
         let seg = if custom { format!("/api.{path_major}") } else { format!("/v{path_major}") };
         let mut req = RequestSample::get(&format!("{seg}{tail}"));
+        if let Some((n, port)) = host {
+            req = req.host(&if port { format!("h{n}.example.com:8080") } else { format!("h{n}.example.com") });
+        }
         if let Some((_, value, query)) = c.matches.get(hit) {
             let key = format!("k{hit}");
             if *query { req.query.insert(key, value.clone()); } else { req.headers.insert(key, value.clone()); }
