@@ -29,7 +29,9 @@ const METHOD: &str = r"^[A-Z]{1,16}$";
 
 /// The major of a version string, in CEL.
 fn major(var: &str) -> String {
-    format!("{var}.version.split('.')[0]")
+    // substring/indexOf, not split: the API server's cost estimator
+    // bounds them by the version's maxLength, while split's list is unbounded.
+    format!("{var}.version.substring(0, {var}.version.indexOf('.'))")
 }
 
 /// The sum of the effective weights of the weight rules in `var`'s major
@@ -62,8 +64,29 @@ fn with_rules(crd: CustomResourceDefinition, add: fn(&mut Value)) -> CustomResou
     };
     if let Some(schema) = value.pointer_mut("/spec/versions/0/schema/openAPIV3Schema") {
         add(schema);
+        drop_unsigned_formats(schema);
     }
     serde_json::from_value(value).unwrap_or(crd)
+}
+
+/// schemars marks unsigned integers `format: uint32`, a format the API
+/// server does not know (and warns about on every apply); the ranges
+/// (`minimum`) already say what it means.
+fn drop_unsigned_formats(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.starts_with("uint"))
+            {
+                map.remove("format");
+            }
+            map.values_mut().for_each(drop_unsigned_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unsigned_formats),
+        _ => {}
+    }
 }
 
 /// The schema node at `path` below `schema`: names walk `properties`, `[]`
@@ -132,15 +155,24 @@ fn route_rules(s: &mut Value) {
             "fieldPath": ".rules",
         }),
     );
+    // The message names the highest major that is off and its sum. The API
+    // server's cost estimator refuses comprehensions over filtered lists,
+    // string concatenation of computed values and n³ nesting, and CRD CEL
+    // has no cel.bind: so one map computes, per weight rule of a major that
+    // is off, `major * 100000 + sum` (a sum is at most 64 * 100), its max
+    // picks one, and format() splits it again.
+    let off = format!(
+        "self.rules.map(r, has(r.matches) || {sum} == 100 ? -1 : int({maj}) * 100000 + {sum}).max()",
+        sum = major_sum("r"),
+        maj = major("r"),
+    );
     rule(
         s,
         spec,
         json!({
-            "rule": format!("self.rules.filter(r, !has(r.matches)).all(r, {} == 100)", major_sum("r")),
+            "rule": format!("self.rules.all(r, has(r.matches) || {} == 100)", major_sum("r")),
             "messageExpression": format!(
-                "'weights of major ' + self.rules.filter(r, !has(r.matches) && {sum} != 100).map(r, {maj} + ' sum to ' + string({sum}))[0] + '; the weights of each major must add up to exactly 100'",
-                sum = major_sum("r"),
-                maj = major("r"),
+                "'weights of major %d sum to %d, not 100; make the weights of each major add up to exactly 100'.format([({off}) / 100000, ({off}) % 100000])"
             ),
             "fieldPath": ".rules",
             "reason": "FieldValueInvalid",
@@ -150,7 +182,7 @@ fn route_rules(s: &mut Value) {
         s,
         spec,
         json!({
-            "rule": "self.rules.filter(r, !has(r.matches)).all(r, self.rules.filter(q, !has(q.matches) && q.version == r.version).size() == 1)",
+            "rule": "self.rules.all(r, has(r.matches) || self.rules.filter(q, !has(q.matches) && q.version == r.version).size() == 1)",
             "message": "a version may have one weight rule only; merge the duplicates",
             "fieldPath": ".rules",
         }),
@@ -283,7 +315,6 @@ fn mesh_rules(s: &mut Value) {
         json!({
             "rule": "self.metadata.name == 'default'",
             "message": "a MeshPolicy must be named default (one per namespace)",
-            "fieldPath": ".metadata.name",
         }),
     );
 }
@@ -313,9 +344,12 @@ fn ingress_rules(s: &mut Value) {
             "message": "allowCredentials cannot be used with the origin '*'; list the origins",
         }),
     );
-    for list in [&["spec", "cors", "allowOrigins", "[]"][..]] {
-        pattern(s, list, r"^(\*|https?://[^/\s]+)$", 256);
-    }
+    pattern(
+        s,
+        &["spec", "cors", "allowOrigins", "[]"],
+        r"^(\*|https?://[^/\s]+)$",
+        256,
+    );
 }
 
 #[cfg(test)]

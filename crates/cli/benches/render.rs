@@ -1,0 +1,92 @@
+//! Render benchmark (issue: core). A mesh of N services, each with a
+//! Microservice, a Route of 3 versions and a match rule, an AccessPolicy
+//! and an EgressPolicy, spread over 10 namespaces under deny-all
+//! MeshPolicies (so every workload gets its merged Sidecar). Measures the
+//! whole `packlight render` path from YAML text: parse, validate, build the
+//! IR, translate to Istio objects.
+//!
+//! Run: `cargo bench -p packlight --bench render`. Peak memory is measured
+//! separately on the binary (`scripts/bench-render`).
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+/// The benchmark mesh as multi-document YAML.
+pub fn mesh_yaml(services: usize) -> String {
+    let mut out = String::with_capacity(services * 1200);
+    let namespaces = 10;
+    for n in 0..namespaces {
+        out.push_str(&format!(
+            "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: ns{n}}}\nspec: {{mtls: strict, access: deny, egress: deny}}\n---\n"
+        ));
+    }
+    for i in 0..services {
+        let ns = format!("ns{}", i % namespaces);
+        let caller = format!("svc{}", (i + 1) % services);
+        let caller_ns = format!("ns{}", (i + 1) % services % namespaces);
+        out.push_str(&format!(
+            "apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {{name: svc{i}, namespace: {ns}}}
+spec:
+  port: 8000
+  versions:
+  - {{version: \"1.0\", image: \"example/app:1.0\"}}
+  - {{version: \"1.1\", image: \"example/app:1.1\"}}
+  - {{version: \"2.0\", image: \"example/app:2.0\"}}
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Route
+metadata: {{name: svc{i}, namespace: {ns}}}
+spec:
+  service: svc{i}
+  rules:
+  - {{version: \"1.0\", weight: 80}}
+  - {{version: \"1.1\", weight: 20}}
+  - {{version: \"2.0\", weight: 100}}
+  - version: \"2.0\"
+    matches: [{{headers: {{gray: {{exact: \"1\"}}}}}}]
+---
+apiVersion: packlight.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: svc{i}, namespace: {ns}}}
+spec:
+  service: svc{i}
+  allow:
+  - {{from: [\"{caller_ns}/{caller}\"], methods: [GET]}}
+---
+apiVersion: packlight.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: svc{i}, namespace: {ns}}}
+spec:
+  service: svc{i}
+  hosts: [\"api{i}.example.com\", \"10.{}.{}.0/24:5432\"]
+---
+",
+            (i / 256) % 256,
+            i % 256
+        ));
+    }
+    out
+}
+
+fn render(text: &str) -> usize {
+    let (model, _) = packlight_model::load(&[(Some("mesh.yaml"), text)], "default");
+    assert!(!model.has_errors(), "{:?}", model.diagnostics.first());
+    let objects = packlight_istio::render(&model.mesh, &packlight_istio::RenderOptions::default());
+    objects.len()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("render");
+    group.sample_size(10);
+    for n in [1_000usize, 10_000] {
+        let text = mesh_yaml(n);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &text, |b, t| {
+            b.iter(|| render(t))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
