@@ -1,0 +1,227 @@
+//! The sidecar's outbound side: a listener on the instance's outbound
+//! address that the app uses as its HTTP(S) proxy (absolute URIs and
+//! CONNECT). Virtual hosts: one per service the caller may reach
+//! (`Mesh::reachable`, never the whole mesh), one per whitelisted egress
+//! host, and a catch-all that answers `502` under `egress: deny` (Istio's
+//! BlackHoleCluster) or forwards anywhere otherwise. Egress goes through a
+//! dynamic forward proxy cluster, by Host / CONNECT authority.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
+    route_action, route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
+    FilterConfig, filter_config,
+};
+use packlight_model::ir::{EgressHost, Mesh, Service};
+use packlight_model::routing::Vantage;
+
+use crate::hcm::{chain, forward_proxy, http_filter, listener, manager};
+use crate::names::{EGRESS_CLUSTER, OUTBOUND};
+use crate::proto::any;
+use crate::routes::service_routes;
+use crate::{Instance, ProxyConfig, XdsOptions, clusters};
+
+/// Adds the outbound listener, its route configuration and clusters.
+pub fn render(
+    mesh: &Mesh,
+    caller: &Service,
+    inst: &Instance,
+    opts: &XdsOptions,
+    out: &mut ProxyConfig,
+) {
+    let mut used = BTreeSet::new();
+    let mut hosts = Vec::new();
+    for svc in mesh.reachable(&caller.key) {
+        let Some(w) = &svc.workload else { continue };
+        if !w.protocol.is_l7() {
+            continue;
+        }
+        clusters::mesh_clusters(svc, opts, out);
+        let k = &svc.key;
+        let mut names = vec![
+            k.fqdn(),
+            format!("{}.{}.svc", k.name, k.namespace),
+            format!("{}.{}", k.name, k.namespace),
+        ];
+        if k.namespace == caller.key.namespace {
+            names.push(k.name.clone());
+        }
+        let domains = domains(&names, &mut used);
+        hosts.push(VirtualHost {
+            name: k.fqdn(),
+            domains,
+            routes: service_routes(svc, Vantage::Mesh, "/", ""),
+            ..Default::default()
+        });
+    }
+    let deny = mesh.namespace_policy(&caller.key.namespace).egress_deny;
+    for (i, host) in caller.policy.egress.iter().enumerate() {
+        let domains: Vec<String> = egress_domains(host)
+            .into_iter()
+            .filter(|d| used.insert(d.clone()))
+            .collect();
+        if domains.is_empty() {
+            continue;
+        }
+        hosts.push(VirtualHost {
+            name: format!("egress-{i}|{host}"),
+            domains,
+            routes: forward(),
+            ..Default::default()
+        });
+    }
+    hosts.push(VirtualHost {
+        name: "catch-all".to_string(),
+        domains: vec!["*".to_string()],
+        routes: if deny { blackhole() } else { forward() },
+        ..Default::default()
+    });
+    let egress = !deny || !caller.policy.egress.is_empty();
+    let mut filters = Vec::new();
+    if egress {
+        clusters::egress_cluster(out);
+        let cfg = FilterConfig {
+            implementation_specifier: Some(filter_config::ImplementationSpecifier::DnsCacheConfig(
+                clusters::dns_cache(),
+            )),
+            ..Default::default()
+        };
+        filters.push(http_filter(
+            "envoy.filters.http.dynamic_forward_proxy",
+            any(cfg),
+        ));
+    }
+    out.routes.push(RouteConfiguration {
+        name: OUTBOUND.to_string(),
+        virtual_hosts: hosts,
+        ..Default::default()
+    });
+    let mut hcm = manager(OUTBOUND, OUTBOUND, filters);
+    forward_proxy(&mut hcm);
+    out.listeners.push(listener(
+        OUTBOUND,
+        inst.outbound,
+        vec![chain(OUTBOUND, hcm, None, None)],
+    ));
+}
+
+/// Each name with and without a port, minus those already taken.
+fn domains(names: &[String], used: &mut BTreeSet<String>) -> Vec<String> {
+    names
+        .iter()
+        .flat_map(|n| [n.clone(), format!("{n}:*")])
+        .filter(|d| used.insert(d.clone()))
+        .collect()
+}
+
+/// Largest CIDR enumerated into virtual host domains (a /24).
+const MAX_CIDR_HOSTS: u32 = 256;
+
+/// `name:PORT` per port, and the bare name when port 80 is allowed (the
+/// Host of plain HTTP on 80 has no port). CIDRs up to a /24 are
+/// enumerated (HTTP to a bare IP is matched by Host).
+fn egress_domains(host: &EgressHost) -> Vec<String> {
+    let names: Vec<String> = match host {
+        EgressHost::Dns { name, .. } => vec![name.clone()],
+        EgressHost::Cidr { net, .. } => {
+            let size = 1u64 << (32 - u32::from(net.prefix_len()));
+            if size > u64::from(MAX_CIDR_HOSTS) {
+                Vec::new()
+            } else {
+                net.hosts().map(|ip| ip.to_string()).collect()
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for n in &names {
+        for p in host.ports() {
+            out.push(format!("{n}:{p}"));
+            if *p == 80 {
+                out.push(n.clone());
+            }
+        }
+    }
+    out
+}
+
+fn any_path() -> Option<route_match::PathSpecifier> {
+    Some(route_match::PathSpecifier::Prefix("/".to_string()))
+}
+
+fn connect() -> Option<route_match::PathSpecifier> {
+    Some(route_match::PathSpecifier::ConnectMatcher(
+        route_match::ConnectMatcher {},
+    ))
+}
+
+/// Plain HTTP and CONNECT to the dynamic forward proxy.
+fn forward() -> Vec<Route> {
+    let to = |upgrade: bool| RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+            EGRESS_CLUSTER.to_string(),
+        )),
+        upgrade_configs: if upgrade {
+            vec![route_action::UpgradeConfig {
+                upgrade_type: "CONNECT".to_string(),
+                connect_config: Some(route_action::upgrade_config::ConnectConfig::default()),
+                ..Default::default()
+            }]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    vec![
+        Route {
+            name: "connect".to_string(),
+            r#match: Some(RouteMatch {
+                path_specifier: connect(),
+                ..Default::default()
+            }),
+            action: Some(route::Action::Route(to(true))),
+            ..Default::default()
+        },
+        Route {
+            name: "http".to_string(),
+            r#match: Some(RouteMatch {
+                path_specifier: any_path(),
+                ..Default::default()
+            }),
+            action: Some(route::Action::Route(to(false))),
+            ..Default::default()
+        },
+    ]
+}
+
+/// `502` for plain HTTP and CONNECT alike (a refused tunnel).
+fn blackhole() -> Vec<Route> {
+    let deny = || {
+        Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 502,
+            ..Default::default()
+        }))
+    };
+    vec![
+        Route {
+            name: "blackhole-connect".to_string(),
+            r#match: Some(RouteMatch {
+                path_specifier: connect(),
+                ..Default::default()
+            }),
+            action: deny(),
+            ..Default::default()
+        },
+        Route {
+            name: "blackhole".to_string(),
+            r#match: Some(RouteMatch {
+                path_specifier: any_path(),
+                ..Default::default()
+            }),
+            action: deny(),
+            ..Default::default()
+        },
+    ]
+}

