@@ -10,9 +10,11 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-/// The benchmark mesh as multi-document YAML.
-pub fn mesh_yaml(services: usize) -> String {
-    let mut out = String::with_capacity(services * 1200);
+/// The benchmark mesh as multi-document YAML files of 1,000 services each
+/// (one file may hold at most 8 MiB).
+pub fn mesh_yaml(services: usize) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut out = String::with_capacity(1000 * 1200);
     let namespaces = 10;
     for n in 0..namespaces {
         out.push_str(&format!(
@@ -20,6 +22,9 @@ pub fn mesh_yaml(services: usize) -> String {
         ));
     }
     for i in 0..services {
+        if i > 0 && i % 1000 == 0 {
+            files.push(std::mem::take(&mut out));
+        }
         let ns = format!("ns{}", i % namespaces);
         let caller = format!("svc{}", (i + 1) % services);
         let caller_ns = format!("ns{}", (i + 1) % services % namespaces);
@@ -66,11 +71,16 @@ spec:
             i % 256
         ));
     }
-    out
+    files.push(out);
+    files
 }
 
-fn render(text: &str) -> usize {
-    let (model, _) = packlight_model::load(&[(Some("mesh.yaml"), text)], "default");
+fn render(files: &[String]) -> usize {
+    let texts: Vec<(Option<&str>, &str)> = files
+        .iter()
+        .map(|t| (Some("mesh.yaml"), t.as_str()))
+        .collect();
+    let (model, _) = packlight_model::load(&texts, "default");
     assert!(!model.has_errors(), "{:?}", model.diagnostics.first());
     let objects = packlight_istio::render(&model.mesh, &packlight_istio::RenderOptions::default());
     objects.len()

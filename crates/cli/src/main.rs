@@ -6,11 +6,20 @@
 //! (0 ok, 1 invalid input or a refused change, 2 usage, 3 cannot reach the
 //! engine). It builds no Istio or Envoy object by hand.
 #![forbid(unsafe_code)]
+// Diagnostics are large and returned only for rejected input (see
+// packlight-model).
+#![allow(clippy::result_large_err)]
 
 mod input;
 mod render;
 
 use std::process::ExitCode;
+
+// Rendering builds and frees millions of small JSON nodes; glibc's malloc
+// spent a third of `render` in consolidation and page faults (perf, see
+// docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 

@@ -132,13 +132,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<u8> {
         return Ok(exit::INVALID);
     };
     let objects = packlight_istio::render(&model.mesh, &opts);
-    let out = match args.output {
-        Output::Yaml => to_yaml(&objects)?,
-        Output::Json => {
-            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
-            serde_json::to_string_pretty(&list)? + "\n"
-        }
-    };
+    drop(model);
     if args.stats {
         let in_objects = texts
             .iter()
@@ -152,8 +146,47 @@ pub fn render(args: RenderArgs) -> anyhow::Result<u8> {
         write_stdout(&stats(in_lines, in_objects, &objects)?)?;
         return Ok(exit::OK);
     }
-    write_stdout(&out)?;
+    write_objects(&objects, args.output)?;
     Ok(exit::OK)
+}
+
+/// Streams the objects to stdout, one at a time (no second copy of the
+/// whole output in memory).
+fn write_objects(objects: &[Value], output: Output) -> anyhow::Result<()> {
+    let stdout = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout);
+    let result = (|| -> anyhow::Result<()> {
+        match output {
+            Output::Yaml => {
+                for o in objects {
+                    out.write_all(b"---\n")?;
+                    serde_yaml::to_writer(&mut out, o).context("encoding YAML")?;
+                }
+            }
+            Output::Json => {
+                out.write_all(
+                    b"{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [",
+                )?;
+                for (i, o) in objects.iter().enumerate() {
+                    out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+                    serde_json::to_writer_pretty(&mut out, o)?;
+                }
+                out.write_all(b"\n  ]\n}\n")?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    })();
+    match result {
+        // A closed pipe (`| head`) is not an error of ours.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 /// Validates; prints diagnostics (warnings too) and a summary.

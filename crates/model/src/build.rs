@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diagnostic::{Diagnostic, Reason, ResourceId};
 use crate::ir::*;
-use crate::resource::{Input, Resource};
+use crate::resource::{Input, Origin, Resource};
 use crate::validate::{self, Check};
 
 /// What a resource's `Accepted` condition says.
@@ -29,6 +29,9 @@ pub struct Model {
     pub diagnostics: Vec<Diagnostic>,
     /// Verdict per resource.
     pub verdicts: BTreeMap<ResourceId, Verdict>,
+    /// Diagnostics not yet placed in their documents, with their origin
+    /// (see [`Model::settled`]); empty once the model is returned.
+    pub(crate) pending: Vec<(Option<Origin>, Diagnostic)>,
 }
 
 impl Model {
@@ -50,8 +53,14 @@ impl Model {
     }
 }
 
-/// Builds the model of `inputs`.
+/// Builds the model of `inputs`. Diagnostics carry no file positions
+/// (resources from text are placed by [`crate::load`]).
 pub fn build(inputs: &[Input]) -> Model {
+    build_unplaced(inputs).settled(|_, d| d)
+}
+
+/// Builds, leaving every diagnostic pending with its origin.
+pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
     let mut b = Builder::default();
     let mut seen: BTreeMap<ResourceId, usize> = BTreeMap::new();
     for (i, input) in inputs.iter().enumerate() {
@@ -73,20 +82,41 @@ pub fn build(inputs: &[Input]) -> Model {
     }
     b.cross();
     let mesh = b.assemble();
-    // Positions: each diagnostic is placed in its resource's document.
-    let mut diagnostics: Vec<Diagnostic> = b
+    let pending = b
         .diags
         .into_iter()
         .map(|(idx, d)| {
-            match idx
+            let origin = idx
                 .and_then(|i| inputs.get(i))
-                .and_then(|x| x.source.as_ref())
-            {
-                Some(src) => src.locate(d),
-                None => d,
-            }
+                .and_then(|x| x.origin.clone());
+            (origin, d)
         })
         .collect();
+    Model {
+        mesh,
+        diagnostics: Vec::new(),
+        verdicts: b.verdicts,
+        pending,
+    }
+}
+
+impl Model {
+    /// Places every pending diagnostic with `place` (which fills in file,
+    /// line and column from its origin), then sorts and deduplicates them.
+    pub(crate) fn settled(
+        mut self,
+        mut place: impl FnMut(Option<&Origin>, Diagnostic) -> Diagnostic,
+    ) -> Self {
+        let pending = std::mem::take(&mut self.pending);
+        self.diagnostics
+            .extend(pending.into_iter().map(|(o, d)| place(o.as_ref(), d)));
+        sort_diagnostics(&mut self.diagnostics);
+        self
+    }
+}
+
+/// Sorts by file, position, resource, field and message; drops repeats.
+fn sort_diagnostics(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.sort_by(|a, b| {
         (
             &a.file,
@@ -110,11 +140,6 @@ pub fn build(inputs: &[Input]) -> Model {
             ))
     });
     diagnostics.dedup();
-    Model {
-        mesh,
-        diagnostics,
-        verdicts: b.verdicts,
-    }
 }
 
 #[derive(Default)]
@@ -365,16 +390,16 @@ impl Builder {
             .map(|(id, g)| (id.clone(), g.service.clone()))
             .collect();
         for (id, svc) in egress {
-            if let Some(svc) = svc {
-                if !self.workloads.contains_key(&svc) {
-                    self.warn(
-                        &id,
-                        Diagnostic::warning(format!("no Microservice {} is given", svc.name))
-                            .on(&id)
-                            .at("spec.service")
-                            .hint("the whitelist applies once the service exists"),
-                    );
-                }
+            if let Some(svc) = svc
+                && !self.workloads.contains_key(&svc)
+            {
+                self.warn(
+                    &id,
+                    Diagnostic::warning(format!("no Microservice {} is given", svc.name))
+                        .on(&id)
+                        .at("spec.service")
+                        .hint("the whitelist applies once the service exists"),
+                );
             }
         }
         // Ingress: targets must be HTTP services packlight knows; two
@@ -536,12 +561,21 @@ impl Builder {
                 continue;
             }
             mesh.egress.insert(id.clone(), grant.clone());
-            for svc in mesh.services.values_mut() {
-                let applies = match &grant.service {
-                    Some(s) => *s == svc.key,
-                    None => grant.namespace == svc.key.namespace,
-                };
-                if applies && svc.workload.is_some() {
+            // The service itself, or every service of the namespace: a
+            // range over the ordered map, never a walk over the mesh.
+            let targets: Vec<ServiceKey> = match &grant.service {
+                Some(s) => vec![s.clone()],
+                None => mesh
+                    .services
+                    .range(ServiceKey::new(grant.namespace.clone(), "")..)
+                    .take_while(|(k, _)| k.namespace == grant.namespace)
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            };
+            for key in targets {
+                if let Some(svc) = mesh.services.get_mut(&key)
+                    && svc.workload.is_some()
+                {
                     svc.policy.egress.extend(grant.hosts.iter().cloned());
                     svc.policy.egress_sources.push(id.clone());
                 }
@@ -557,6 +591,7 @@ impl Builder {
             .filter(|(id, _)| accepted.contains(*id))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        mesh.reindex();
         mesh
     }
 }

@@ -72,6 +72,21 @@ pub struct Mesh {
     pub egress: BTreeMap<ResourceId, EgressGrant>,
     /// Ingress exposures, one per accepted IngressPolicy.
     pub ingresses: BTreeMap<ResourceId, Ingress>,
+    /// Per namespace: how many services it has and which any caller may
+    /// reach. Derived from `services` and `namespaces` by
+    /// [`Mesh::reindex`] (the model calls it), so that reach questions cost
+    /// what their answer costs, not a walk over the whole mesh.
+    #[serde(skip)]
+    pub reach_index: BTreeMap<String, NamespaceReach>,
+}
+
+/// Reach facts of one namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceReach {
+    /// Services in the namespace.
+    pub services: usize,
+    /// Services any mesh caller may call ([`Mesh::is_open`]).
+    pub open: BTreeSet<ServiceKey>,
 }
 
 impl Mesh {
@@ -99,36 +114,80 @@ impl Mesh {
         }
     }
 
-    /// What `caller` may reach, per namespace: `None` for every service
-    /// of that namespace, else the services it may call there. Namespaces
-    /// it may reach nothing in are absent. Costs O(services), not O(n²)
-    /// over the mesh.
-    pub fn reach(&self, caller: &ServiceKey) -> BTreeMap<String, Option<BTreeSet<ServiceKey>>> {
-        let granted = self.services.get(caller).map(|s| &s.policy.granted);
-        let mut out: BTreeMap<String, (usize, BTreeSet<ServiceKey>)> = BTreeMap::new();
+    /// Recomputes [`Mesh::reach_index`]; call after changing `services`,
+    /// their access policy or `namespaces`.
+    pub fn reindex(&mut self) {
+        let mut index: BTreeMap<String, NamespaceReach> = BTreeMap::new();
         for svc in self.services.values() {
-            if svc.key == *caller {
-                continue;
-            }
-            let entry = out.entry(svc.key.namespace.clone()).or_default();
-            entry.0 += 1;
-            if self.is_open(svc) || granted.is_some_and(|g| g.contains(&svc.key)) {
-                entry.1.insert(svc.key.clone());
+            let entry = index.entry(svc.key.namespace.clone()).or_default();
+            entry.services += 1;
+            if self.is_open(svc) {
+                entry.open.insert(svc.key.clone());
             }
         }
-        out.into_iter()
-            .filter(|(_, (_, r))| !r.is_empty())
-            .map(|(ns, (total, r))| (ns, if r.len() == total { None } else { Some(r) }))
-            .collect()
+        self.reach_index = index;
     }
 
-    /// Every service `caller` may call, in order.
-    pub fn reachable(&self, caller: &ServiceKey) -> Vec<&Service> {
+    /// The services `caller` is granted by name in `namespace`.
+    fn granted_in<'a>(
+        &'a self,
+        caller: &ServiceKey,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a ServiceKey> + 'a {
         let granted = self.services.get(caller).map(|s| &s.policy.granted);
-        self.services
-            .values()
-            .filter(|s| s.key != *caller)
-            .filter(|s| self.is_open(s) || granted.is_some_and(|g| g.contains(&s.key)))
+        granted
+            .into_iter()
+            .flat_map(move |g| g.range(ServiceKey::new(namespace, "")..))
+            .take_while(move |k| k.namespace == namespace)
+    }
+
+    /// What `caller` may reach, per namespace: `None` for every service
+    /// of that namespace, else the services it may call there. Namespaces
+    /// it may reach nothing in are absent. Costs O(namespaces + answer),
+    /// using [`Mesh::reach_index`].
+    pub fn reach(&self, caller: &ServiceKey) -> BTreeMap<String, Option<BTreeSet<ServiceKey>>> {
+        let mut out = BTreeMap::new();
+        for (ns, facts) in &self.reach_index {
+            let own = usize::from(caller.namespace == *ns && self.services.contains_key(caller));
+            let total = facts.services - own;
+            let open = facts.open.len() - usize::from(own == 1 && facts.open.contains(caller));
+            let extra: Vec<&ServiceKey> = self
+                .granted_in(caller, ns)
+                .filter(|k| {
+                    !facts.open.contains(*k) && *k != caller && self.services.contains_key(*k)
+                })
+                .collect();
+            let reached = open + extra.len();
+            if reached == 0 {
+                continue;
+            }
+            if reached == total {
+                out.insert(ns.clone(), None);
+                continue;
+            }
+            let mut set: BTreeSet<ServiceKey> = facts
+                .open
+                .iter()
+                .filter(|k| *k != caller)
+                .cloned()
+                .collect();
+            set.extend(extra.into_iter().cloned());
+            out.insert(ns.clone(), Some(set));
+        }
+        out
+    }
+
+    /// Every service `caller` may call, in order. Costs O(namespaces +
+    /// answer).
+    pub fn reachable(&self, caller: &ServiceKey) -> Vec<&Service> {
+        let mut keys: BTreeSet<&ServiceKey> = BTreeSet::new();
+        for (ns, facts) in &self.reach_index {
+            keys.extend(facts.open.iter());
+            keys.extend(self.granted_in(caller, ns));
+        }
+        keys.into_iter()
+            .filter(|k| *k != caller)
+            .filter_map(|k| self.services.get(k))
             .collect()
     }
 }

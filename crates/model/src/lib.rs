@@ -13,6 +13,10 @@
 //! the standalone API and the console; translators (`packlight-istio`,
 //! `packlight-xds`) read only the IR and never re-check input.
 #![forbid(unsafe_code)]
+// A Diagnostic is large (every field of DESIGN.md's diagnostic type) and
+// is returned only on the cold path of rejected input; boxing it everywhere
+// would buy nothing measurable.
+#![allow(clippy::result_large_err)]
 
 pub mod build;
 pub mod diagnostic;
@@ -32,23 +36,41 @@ pub use version::Version;
 /// Parses text (YAML or JSON, many documents) into resources and builds
 /// the model. A syntax error rejects the whole text; schema errors reject
 /// the document they are in. `namespace` applies where none is given.
+///
+/// Valid input is parsed once, without positions; only a text that some
+/// diagnostic is about is parsed again, with positions, to place it.
 pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Input>) {
     let mut inputs = Vec::new();
-    let mut early = Vec::new();
-    for (file, text) in texts {
-        match source::parse_yaml(text, *file) {
+    let mut early: Vec<(Option<resource::Origin>, Diagnostic)> = Vec::new();
+    for (i, (file, text)) in texts.iter().enumerate() {
+        match source::parse_yaml_values(text, *file) {
             Ok(docs) => {
-                let (ok, errs) = resource::from_documents(docs, namespace);
+                let (ok, errs) = resource::from_documents(docs, i, namespace);
                 inputs.extend(ok);
-                early.extend(errs);
+                early.extend(errs.into_iter().map(|(o, d)| (Some(o), d)));
             }
-            Err(d) => early.push(d),
+            // Syntax errors carry their position already.
+            Err(d) => early.push((None, d)),
         }
     }
-    let mut model = build(&inputs);
-    if !early.is_empty() {
-        early.extend(model.diagnostics);
-        model.diagnostics = early;
-    }
+    let mut model = build::build_unplaced(&inputs);
+    model.pending.extend(early);
+    // Each text that a diagnostic is about is parsed once more, with
+    // positions.
+    let mut docs_of: std::collections::BTreeMap<usize, Vec<source::SourceDoc>> = Default::default();
+    let model = model.settled(|origin, d| {
+        let Some(o) = origin else { return d };
+        let (file, text) = texts[o.text];
+        let docs = docs_of
+            .entry(o.text)
+            .or_insert_with(|| source::parse_yaml(text, file).unwrap_or_default());
+        match docs.get(o.doc) {
+            Some(doc) => doc.locate(d),
+            None => Diagnostic {
+                file: file.map(str::to_string),
+                ..d
+            },
+        }
+    });
     (model, inputs)
 }

@@ -5,7 +5,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, ResourceId};
-use crate::source::SourceDoc;
 
 /// One packlight resource.
 #[derive(Clone, Debug)]
@@ -82,13 +81,24 @@ pub mod k8s_meta {
     pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 }
 
-/// A resource with the document it was read from (for positions).
+/// A resource with where it was read from (for positions).
 #[derive(Clone, Debug)]
 pub struct Input {
     /// The resource.
     pub resource: Resource,
-    /// Its source document, when it came from text.
-    pub source: Option<SourceDoc>,
+    /// Its document, when it came from text.
+    pub origin: Option<Origin>,
+}
+
+/// Where a document came from: which input text, which document in it.
+/// Positions are found only when a diagnostic needs one, by parsing that
+/// text again with positions.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// Index of the text in the list given to [`crate::load`].
+    pub text: usize,
+    /// Index of the document in that text (empty documents count).
+    pub doc: usize,
 }
 
 impl Input {
@@ -96,35 +106,40 @@ impl Input {
     pub fn new(resource: Resource) -> Self {
         Input {
             resource,
-            source: None,
+            origin: None,
         }
     }
 }
 
-/// Turns parsed documents into resources. Empty documents are skipped;
-/// anything that is not a packlight resource, or does not fit its schema,
-/// is a diagnostic with its position. `namespace` is used where a
-/// resource names none.
-pub fn from_documents(docs: Vec<SourceDoc>, namespace: &str) -> (Vec<Input>, Vec<Diagnostic>) {
+/// Turns the parsed documents of text number `text` into resources. Empty
+/// documents are skipped; anything that is not a packlight resource, or
+/// does not fit its schema, is a diagnostic (with its origin, to be placed
+/// later). `namespace` is used where a resource names none.
+pub fn from_documents(
+    docs: Vec<Value>,
+    text: usize,
+    namespace: &str,
+) -> (Vec<Input>, Vec<(Origin, Diagnostic)>) {
     let mut inputs = Vec::new();
     let mut diags = Vec::new();
-    for doc in docs {
-        if doc.value.is_null() {
+    for (doc, value) in docs.into_iter().enumerate() {
+        if value.is_null() {
             continue;
         }
-        match from_document(&doc, namespace) {
+        let origin = Origin { text, doc };
+        match from_document(value, namespace) {
             Ok(resource) => inputs.push(Input {
                 resource,
-                source: Some(doc),
+                origin: Some(origin),
             }),
-            Err(d) => diags.push(doc.locate(*d)),
+            Err(d) => diags.push((origin, *d)),
         }
     }
     (inputs, diags)
 }
 
-fn from_document(doc: &SourceDoc, namespace: &str) -> Result<Resource, Box<Diagnostic>> {
-    let v = &doc.value;
+fn from_document(value: Value, namespace: &str) -> Result<Resource, Box<Diagnostic>> {
+    let v = &value;
     let Some(obj) = v.as_object() else {
         return Err(Box::new(
             Diagnostic::error("a document must be a mapping (apiVersion, kind, metadata, spec)")
@@ -194,13 +209,14 @@ fn from_document(doc: &SourceDoc, namespace: &str) -> Result<Resource, Box<Diagn
             ));
         }
     }
-    let mut resource = match kind {
-        "Microservice" => Resource::Microservice(typed(v, &id)?),
-        "Route" => Resource::Route(typed(v, &id)?),
-        "EgressPolicy" => Resource::EgressPolicy(typed(v, &id)?),
-        "AccessPolicy" => Resource::AccessPolicy(typed(v, &id)?),
-        "MeshPolicy" => Resource::MeshPolicy(typed(v, &id)?),
-        _ => Resource::IngressPolicy(typed(v, &id)?),
+    let kind = kind.to_string();
+    let mut resource = match kind.as_str() {
+        "Microservice" => Resource::Microservice(typed(value, &id)?),
+        "Route" => Resource::Route(typed(value, &id)?),
+        "EgressPolicy" => Resource::EgressPolicy(typed(value, &id)?),
+        "AccessPolicy" => Resource::AccessPolicy(typed(value, &id)?),
+        "MeshPolicy" => Resource::MeshPolicy(typed(value, &id)?),
+        _ => Resource::IngressPolicy(typed(value, &id)?),
     };
     resource.meta_mut().namespace = Some(id.namespace);
     Ok(resource)
@@ -217,8 +233,7 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn typed<T: DeserializeOwned>(v: &Value, id: &ResourceId) -> Result<T, Box<Diagnostic>> {
-    let mut top = v.clone();
+fn typed<T: DeserializeOwned>(mut top: Value, id: &ResourceId) -> Result<T, Box<Diagnostic>> {
     if let Some(o) = top.as_object_mut() {
         // Status is written by engines; it never makes input invalid.
         o.remove("status");
@@ -285,10 +300,9 @@ fn explain(inner: &str, path: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::parse_yaml;
-
     fn parse(text: &str) -> (Vec<Input>, Vec<Diagnostic>) {
-        from_documents(parse_yaml(text, Some("t.yaml")).unwrap(), "demo")
+        let (model, inputs) = crate::load(&[(Some("t.yaml"), text)], "demo");
+        (inputs, model.diagnostics)
     }
 
     #[test]
@@ -296,7 +310,7 @@ mod tests {
         let (ok, errs) = parse(
             "apiVersion: packlight.dev/v1alpha1\nkind: Route\nmetadata: {name: httpbin}\nspec:\n  service: httpbin\n  rules:\n  - {version: \"1.0\", weight: 100}\n",
         );
-        assert!(errs.is_empty(), "{errs:?}");
+        assert!(!errs.iter().any(Diagnostic::is_error), "{errs:?}");
         assert_eq!(ok[0].resource.id().to_string(), "Route demo/httpbin");
     }
 

@@ -98,10 +98,24 @@ impl SourceDoc {
     }
 }
 
-/// Parses YAML (JSON is YAML) into documents. On a syntax error the
-/// diagnostic names the position and no document of the input is returned:
-/// an input is used whole or not at all.
+/// Parses YAML (JSON is YAML) into documents with the position of every
+/// node. On a syntax error the diagnostic names the position and no
+/// document of the input is returned: an input is used whole or not at all.
 pub fn parse_yaml(text: &str, file: Option<&str>) -> Result<Vec<SourceDoc>, Diagnostic> {
+    parse(text, file, true)
+}
+
+/// Parses like [`parse_yaml`] but records no positions: the fast path.
+/// Diagnostics found later are placed by parsing the text again with
+/// positions ([`crate::load`] does).
+pub fn parse_yaml_values(text: &str, file: Option<&str>) -> Result<Vec<Value>, Diagnostic> {
+    Ok(parse(text, file, false)?
+        .into_iter()
+        .map(|d| d.value)
+        .collect())
+}
+
+fn parse(text: &str, file: Option<&str>, with_spans: bool) -> Result<Vec<SourceDoc>, Diagnostic> {
     let fail = |pos: Option<Pos>, msg: String, hint: &str| {
         let mut d = Diagnostic::error(msg).hint(hint.to_string());
         d.file = file.map(str::to_string);
@@ -152,7 +166,7 @@ pub fn parse_yaml(text: &str, file: Option<&str>) -> Result<Vec<SourceDoc>, Diag
                     .next()
                     .map_err(|(p, m)| fail(Some(p), m, SYNTAX_HINT))?;
                 let value = reader
-                    .node(first, m, "", 0, &mut spans)
+                    .node(first, m, "", 0, with_spans.then_some(&mut spans))
                     .map_err(|(p, m)| fail(Some(p), m, SYNTAX_HINT))?;
                 docs.push(SourceDoc {
                     file: file.map(str::to_string),
@@ -209,7 +223,7 @@ impl Reader<'_> {
         mark: Marker,
         path: &str,
         depth: usize,
-        spans: &mut SpanMap,
+        mut spans: Option<&mut SpanMap>,
     ) -> Result<Value, ReadError> {
         if depth > MAX_DEPTH {
             return Err((
@@ -217,10 +231,9 @@ impl Reader<'_> {
                 format!("nesting deeper than {MAX_DEPTH} levels"),
             ));
         }
-        spans
-            .spans
-            .entry(path.to_string())
-            .or_insert(Pos::of(&mark));
+        if let Some(sp) = spans.as_deref_mut() {
+            sp.spans.entry(path.to_string()).or_insert(Pos::of(&mark));
+        }
         self.count(1, &mark)?;
         match ev {
             Event::Scalar(s, style, anchor, tag) => {
@@ -243,8 +256,11 @@ impl Reader<'_> {
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
-                    let p = format!("{path}[{}]", items.len());
-                    items.push(self.node(ev, m, &p, depth + 1, spans)?);
+                    let p = match spans {
+                        Some(_) => format!("{path}[{}]", items.len()),
+                        None => String::new(),
+                    };
+                    items.push(self.node(ev, m, &p, depth + 1, spans.as_deref_mut())?);
                 }
                 let v = Value::Array(items);
                 self.remember(anchor, &v);
@@ -266,24 +282,24 @@ impl Reader<'_> {
                     };
                     // A block mapping's start event is marked at its first
                     // value; the first key is where it really starts.
-                    if map.is_empty() {
+                    if let (true, Some(sp)) = (map.is_empty(), spans.as_deref_mut()) {
                         let key_pos = Pos::of(&km);
-                        if let Some(p) = spans.spans.get_mut(path) {
-                            if key_pos < *p {
-                                *p = key_pos;
-                            }
+                        if let Some(p) = sp.spans.get_mut(path)
+                            && key_pos < *p
+                        {
+                            *p = key_pos;
                         }
                     }
                     if map.contains_key(&key) {
                         return Err((Pos::of(&km), format!("duplicate key {key:?}")));
                     }
-                    let p = if path.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{path}.{key}")
+                    let p = match spans {
+                        None => String::new(),
+                        Some(_) if path.is_empty() => key.clone(),
+                        Some(_) => format!("{path}.{key}"),
                     };
                     let (vev, vm) = self.next()?;
-                    let v = self.node(vev, vm, &p, depth + 1, spans)?;
+                    let v = self.node(vev, vm, &p, depth + 1, spans.as_deref_mut())?;
                     map.insert(key, v);
                 }
                 let v = Value::Object(map);
@@ -312,10 +328,10 @@ fn size_of(v: &Value) -> usize {
 /// Resolves a scalar by the YAML 1.2 core schema: only plain scalars are
 /// typed; quoted ones are strings.
 fn scalar(s: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
-    if let Some(t) = tag {
-        if t.suffix == "str" {
-            return Ok(Value::String(s));
-        }
+    if let Some(t) = tag
+        && t.suffix == "str"
+    {
+        return Ok(Value::String(s));
     }
     if style != TScalarStyle::Plain {
         return Ok(Value::String(s));

@@ -93,23 +93,23 @@ pub(crate) fn microservice(c: &mut Check<'_>, m: &api::Microservice) -> Workload
                 "give command (packlight starts it) or endpoints (already running), not both",
             );
         }
-        if let Some(cmd) = &v.command {
-            if cmd.is_empty() || cmd[0].is_empty() {
-                c.error(
-                    format!("{path}.command"),
-                    "empty command",
-                    "name the program to run first",
-                );
-            }
+        if let Some(cmd) = &v.command
+            && (cmd.is_empty() || cmd[0].is_empty())
+        {
+            c.error(
+                format!("{path}.command"),
+                "empty command",
+                "name the program to run first",
+            );
         }
-        if let Some(r) = v.replicas {
-            if r < 0 {
-                c.error(
-                    format!("{path}.replicas"),
-                    "negative replicas",
-                    "use 0 or more",
-                );
-            }
+        if let Some(r) = v.replicas
+            && r < 0
+        {
+            c.error(
+                format!("{path}.replicas"),
+                "negative replicas",
+                "use 0 or more",
+            );
         }
         let mut endpoints = Vec::new();
         for (j, e) in v.endpoints.iter().flatten().enumerate() {
@@ -574,14 +574,14 @@ pub(crate) fn egress(c: &mut Check<'_>, e: &api::EgressPolicy) -> EgressGrant {
     if e.spec.hosts.is_empty() {
         c.error("spec.hosts", "no hosts", "list at least one host");
     }
-    if let Some(s) = &e.spec.service {
-        if !crate::resource::is_dns_label(s) {
-            c.error(
-                "spec.service",
-                format!("{s:?} is not a service name"),
-                "name a Microservice of this namespace",
-            );
-        }
+    if let Some(s) = &e.spec.service
+        && !crate::resource::is_dns_label(s)
+    {
+        c.error(
+            "spec.service",
+            format!("{s:?} is not a service name"),
+            "name a Microservice of this namespace",
+        );
     }
     hosts.sort();
     EgressGrant {
