@@ -142,7 +142,8 @@ pub fn mesh_clusters(svc: &Service, opts: &XdsOptions, out: &mut ProxyConfig) {
         });
         if sidecars {
             let peer = names::spiffe_id(&opts.trust_domain, &svc.key);
-            c.transport_socket = Some(tls::upstream(opts, &peer, &svc.key.fqdn()));
+            let h2 = w.protocol == Protocol::Grpc;
+            c.transport_socket = Some(tls::upstream(opts, &peer, &svc.key.fqdn(), h2));
         }
         if w.protocol == Protocol::Grpc {
             http2(&mut c);

@@ -20,7 +20,7 @@ fn sds(name: &str) -> SdsSecretConfig {
     }
 }
 
-fn common(opts: &XdsOptions, peer_ids: &[String]) -> CommonTlsContext {
+fn common(opts: &XdsOptions, peer_ids: &[String], alpn: &[&str]) -> CommonTlsContext {
     let sans = peer_ids
         .iter()
         .map(|id| SubjectAltNameMatcher {
@@ -43,15 +43,17 @@ fn common(opts: &XdsOptions, peer_ids: &[String]) -> CommonTlsContext {
                 },
             ),
         ),
-        alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+        alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(),
         ..Default::default()
     }
 }
 
-/// Client side: present our certificate, accept only `peer_id`.
-pub fn upstream(opts: &XdsOptions, peer_id: &str, sni: &str) -> TransportSocket {
+/// Client side: present our certificate, accept only `peer_id`. ALPN
+/// offers only the protocol the cluster's codec speaks (`h2` for gRPC).
+pub fn upstream(opts: &XdsOptions, peer_id: &str, sni: &str, h2: bool) -> TransportSocket {
+    let alpn = if h2 { "h2" } else { "http/1.1" };
     let ctx = UpstreamTlsContext {
-        common_tls_context: Some(common(opts, &[peer_id.to_string()])),
+        common_tls_context: Some(common(opts, &[peer_id.to_string()], &[alpn])),
         sni: sni.to_string(),
         ..Default::default()
     };
@@ -65,7 +67,7 @@ pub fn upstream(opts: &XdsOptions, peer_id: &str, sni: &str) -> TransportSocket 
 /// (any SPIFFE ID; RBAC decides who may do what).
 pub fn downstream(opts: &XdsOptions) -> TransportSocket {
     let ctx = DownstreamTlsContext {
-        common_tls_context: Some(common(opts, &[])),
+        common_tls_context: Some(common(opts, &[], &["h2", "http/1.1"])),
         require_client_certificate: Some(crate::proto::bool_value(true)),
         ..Default::default()
     };

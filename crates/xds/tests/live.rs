@@ -32,21 +32,29 @@ fn free_addr() -> SocketAddr {
 }
 
 fn start(cfg: &ProxyConfig, wait_for: SocketAddr) -> Envoy {
+    start_as(
+        cfg,
+        wait_for,
+        &support::TestCa::new().identity("spiffe://cluster.local/ns/t/sa/t"),
+    )
+}
+
+fn start_as(cfg: &ProxyConfig, wait_for: SocketAddr, id: &support::Identity) -> Envoy {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bootstrap.pb");
-    std::fs::write(&path, support::bootstrap(cfg).encode_to_vec()).expect("write");
+    std::fs::write(&path, support::bootstrap_with(cfg, id).encode_to_vec()).expect("write");
     let child = Command::new(support::envoy())
-        .args([
-            "--concurrency",
-            "1",
-            "--use-dynamic-base-id",
-            "--log-level",
-            "error",
-            "-c",
-        ])
+        .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level"])
+        // PACKLIGHT_ENVOY_LOG=debug shows Envoy's log when a test fails.
+        .arg(std::env::var("PACKLIGHT_ENVOY_LOG").unwrap_or_else(|_| "error".to_string()))
+        .arg("-c")
         .arg(&path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("PACKLIGHT_ENVOY_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("spawn envoy");
     let envoy = Envoy { child, _dir: dir };
@@ -220,5 +228,72 @@ fn access_deny_answers_403_rbac_access_denied() {
     .expect("sidecar");
     let _envoy = start(&cfg, inst.inbound);
     let (status, _, body) = get(inst.inbound, "http://httpbin/get", "");
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+}
+
+/// STRICT mTLS with SPIFFE identities between two real sidecars, and the
+/// AccessPolicy "sleep may GET /status/* and /get" enforced on them.
+#[test]
+fn mtls_and_access_policy_between_two_sidecars() {
+    let mesh = support::example("access-sleep-httpbin.yaml");
+    let (httpbin, sleep) = (
+        ServiceKey::new("demo", "httpbin"),
+        ServiceKey::new("demo", "sleep"),
+    );
+    let v = "1.0".parse::<packlight_model::Version>().expect("version");
+    let app_addr = app("1.0");
+    let hb = Instance {
+        outbound: free_addr(),
+        inbound: free_addr(),
+        app: app_addr,
+    };
+    let sl = Instance {
+        outbound: free_addr(),
+        inbound: free_addr(),
+        app: free_addr(),
+    };
+    let mut opts = XdsOptions::default();
+    opts.instances
+        .entry(httpbin.clone())
+        .or_default()
+        .insert(v.clone(), vec![hb.clone()]);
+    opts.instances
+        .entry(sleep.clone())
+        .or_default()
+        .insert(v, vec![sl.clone()]);
+    let ca = support::TestCa::new();
+    let hb_cfg = sidecar(&mesh, &httpbin, &hb, &opts).expect("httpbin sidecar");
+    let sl_cfg = sidecar(&mesh, &sleep, &sl, &opts).expect("sleep sidecar");
+    let _hb = start_as(&hb_cfg, hb.inbound, &ca.identity(&httpbin.spiffe_id()));
+    {
+        let _sl = start_as(&sl_cfg, sl.outbound, &ca.identity(&sleep.spiffe_id()));
+        let (status, _, body) = get(sl.outbound, "http://httpbin.demo:8000/get", "");
+        assert_eq!((status, body.as_str()), (200, "1.0"));
+        let (status, _, _) = get(sl.outbound, "http://httpbin:8000/status/418", "");
+        assert_eq!(status, 200);
+        let (status, _, body) = get(sl.outbound, "http://httpbin:8000/headers", "");
+        assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+        let (status, _, _) = send(
+            sl.outbound,
+            "POST http://httpbin:8000/get HTTP/1.1\r\nHost: httpbin:8000\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 403);
+        // Normalised before RBAC: no dodging a path rule with dot segments.
+        let (status, _, _) = get(sl.outbound, "http://httpbin:8000/status/../headers", "");
+        assert_eq!(status, 403);
+    }
+    // A caller without a mesh certificate cannot reach a STRICT inbound.
+    let (status, _, _) = get(hb.inbound, "http://httpbin/get", "");
+    assert_eq!(status, 0, "plain text must not get an HTTP answer");
+    // Another identity with a valid certificate: authenticated, not allowed.
+    let imposter = ca.identity("spiffe://cluster.local/ns/demo/sa/curl");
+    let sl2 = Instance {
+        outbound: free_addr(),
+        inbound: free_addr(),
+        app: free_addr(),
+    };
+    let sl2_cfg = sidecar(&mesh, &sleep, &sl2, &opts).expect("sidecar");
+    let _sl2 = start_as(&sl2_cfg, sl2.outbound, &imposter);
+    let (status, _, body) = get(sl2.outbound, "http://httpbin:8000/get", "");
     assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
 }

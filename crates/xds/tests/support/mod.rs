@@ -82,6 +82,58 @@ fn inline(s: &str) -> Option<DataSource> {
 /// their load assignment inline, RDS becomes inline route configs, SDS
 /// becomes static secrets with a test certificate.
 pub fn bootstrap(cfg: &ProxyConfig) -> Bootstrap {
+    let ca = TestCa::new();
+    let id = ca.identity("spiffe://cluster.local/ns/test/sa/test");
+    bootstrap_with(cfg, &id)
+}
+
+/// A test CA issuing SPIFFE certificates.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A proxy's certificate, key and trust bundle, PEM.
+pub struct Identity {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "packlight test CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("ca"),
+        }
+    }
+
+    /// A leaf certificate with `spiffe_id` as its URI SAN.
+    pub fn identity(&self, spiffe_id: &str) -> Identity {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(spiffe_id).expect("uri"),
+        )];
+        // A subject distinct from the CA's, else OpenSSL sees a self-signed leaf.
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, spiffe_id);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        Identity {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            ca: self.issuer.pem(),
+        }
+    }
+}
+
+/// [`bootstrap`] with a given identity.
+pub fn bootstrap_with(cfg: &ProxyConfig, id: &Identity) -> Bootstrap {
     let clusters: Vec<Cluster> = cfg
         .clusters
         .iter()
@@ -136,20 +188,17 @@ pub fn bootstrap(cfg: &ProxyConfig) -> Bootstrap {
             l
         })
         .collect();
-    let key = rcgen::generate_simple_self_signed(vec!["spiffe.test".to_string()]).expect("cert");
-    let cert = key.cert.pem();
-    let pkey = key.signing_key.serialize_pem();
     let mut secrets = Vec::new();
     for name in &cfg.secrets {
         let ty = if name == "ROOTCA" {
             secret::Type::ValidationContext(CertificateValidationContext {
-                trusted_ca: inline(&cert),
+                trusted_ca: inline(&id.ca),
                 ..Default::default()
             })
         } else {
             secret::Type::TlsCertificate(TlsCertificate {
-                certificate_chain: inline(&cert),
-                private_key: inline(&pkey),
+                certificate_chain: inline(&id.cert),
+                private_key: inline(&id.key),
                 ..Default::default()
             })
         };
