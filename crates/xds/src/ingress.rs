@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
     ExtAuthz, ExtAuthzPerRoute, HttpService, ext_authz, ext_authz_per_route,
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher;
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, TokenBucket};
 use envoy_types::pb::google::protobuf::Any;
 use packlight_model::ir::{Ingress, MajorAddress, Mesh};
@@ -114,6 +115,15 @@ pub fn render(mesh: &Mesh, opts: &XdsOptions, out: &mut ProxyConfig) -> Result<(
                 }),
                 ..Default::default()
             })),
+            // What the login service needs to tell a session, a bearer
+            // token and a browser apart (Envoy forwards only a few headers
+            // by default).
+            allowed_headers: Some(ListStringMatcher {
+                patterns: ["cookie", "authorization", "accept", "x-forwarded-proto"]
+                    .iter()
+                    .map(|h| exact(h))
+                    .collect(),
+            }),
             transport_api_version: 2, // V3
             ..Default::default()
         };
@@ -150,7 +160,12 @@ fn vhost_filters(ing: &Ingress, login_filter: bool) -> HashMap<String, Any> {
         let origins = ing.cors.iter().flat_map(|c| &c.allow_origins);
         let policy = CsrfPolicy {
             filter_enabled: Some(percent(100)),
-            additional_origins: origins.filter(|o| *o != "*").map(|o| exact(o)).collect(),
+            // Envoy's CSRF filter compares the host[:port] of the Origin
+            // (scheme dropped), so the CORS origins are given that way.
+            additional_origins: origins
+                .filter(|o| *o != "*")
+                .map(|o| exact(o.split_once("://").map_or(o.as_str(), |(_, h)| h)))
+                .collect(),
             ..Default::default()
         };
         m.insert(CSRF.to_string(), any(policy));
