@@ -297,3 +297,59 @@ fn mtls_and_access_policy_between_two_sidecars() {
     let (status, _, body) = get(sl2.outbound, "http://httpbin:8000/get", "");
     assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
 }
+
+/// Whitelisted destinations are reachable through the sidecar, by plain
+/// HTTP (absolute URI) and through a CONNECT tunnel; others are not.
+#[test]
+fn whitelisted_egress_is_reachable_over_http_and_connect() {
+    // An app on another loopback address, outside the mesh.
+    let l = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let ext = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nexternal",
+            );
+        }
+    });
+    let yaml = format!(
+        "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: demo}}\nspec: {{egress: deny}}\n---\napiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {{name: sleep, namespace: demo}}\nspec:\n  port: 8080\n  versions: [{{version: \"1.0\", image: x}}]\n---\napiVersion: packlight.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {{name: sleep, namespace: demo}}\nspec:\n  service: sleep\n  hosts: [\"{ext}\"]\n"
+    );
+    let (model, _) = packlight_model::load(&[(None, &yaml)], "default");
+    assert!(model.diagnostics.is_empty(), "{:?}", model.diagnostics);
+    let inst = Instance {
+        outbound: free_addr(),
+        inbound: free_addr(),
+        app: free_addr(),
+    };
+    let cfg = sidecar(
+        &model.mesh,
+        &ServiceKey::new("demo", "sleep"),
+        &inst,
+        &XdsOptions::default(),
+    )
+    .expect("sidecar");
+    let _envoy = start(&cfg, inst.outbound);
+    let (status, _, body) = get(inst.outbound, &format!("http://{ext}/x"), "");
+    assert_eq!((status, body.as_str()), (200, "external"));
+    // Another port of the same address is not whitelisted.
+    let other = format!("127.0.0.2:{}", ext.port().wrapping_add(1));
+    assert_eq!(get(inst.outbound, &format!("http://{other}/x"), "").0, 502);
+    // CONNECT to the whitelisted authority: 200, then HTTP through the tunnel.
+    let mut s = TcpStream::connect(inst.outbound).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(format!("CONNECT {ext} HTTP/1.1\r\nHost: {ext}\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(format!("GET /x HTTP/1.1\r\nHost: {ext}\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(String::from_utf8_lossy(&rest).ends_with("external"));
+}
