@@ -276,3 +276,58 @@ spec:
         404
     );
 }
+
+/// The gateway reaches a STRICT sidecar over mTLS with its own identity,
+/// which `ingress: true` in an AccessPolicy allows.
+#[test]
+fn ingress_reaches_a_strict_sidecar_with_its_identity() {
+    let app = server(|_| (200, "1.0".to_string()));
+    let text = std::fs::read_to_string(support::root().join("examples/access-sleep-httpbin.yaml"))
+        .expect("example");
+    let ingress = "\n---\napiVersion: packlight.dev/v1alpha1\nkind: IngressPolicy\nmetadata: {name: data, namespace: demo}\nspec:\n  hosts: [data.example.com]\n  routes: [{pathPrefix: /httpbin, service: httpbin}]\n";
+    let (model, _) = packlight_model::load(&[(None, &format!("{text}{ingress}"))], "default");
+    assert!(model.diagnostics.is_empty(), "{:?}", model.diagnostics);
+    let httpbin = packlight_model::ir::ServiceKey::new("demo", "httpbin");
+    let hb = packlight_xds::Instance {
+        outbound: free_addr(),
+        inbound: free_addr(),
+        app,
+    };
+    let mut opts = XdsOptions {
+        ingress: free_addr(),
+        ..XdsOptions::default()
+    };
+    let v = "1.0".parse::<packlight_model::Version>().expect("version");
+    opts.instances
+        .entry(httpbin.clone())
+        .or_default()
+        .insert(v, vec![hb.clone()]);
+    let ca = support::TestCa::new();
+    let hb_cfg = packlight_xds::sidecar(&model.mesh, &httpbin, &hb, &opts).expect("sidecar");
+    let _hb = support::run_envoy(&hb_cfg, &ca.identity(&httpbin.spiffe_id()), hb.inbound);
+    let gw_cfg = ingress_gateway(&model.mesh, &opts).expect("ingress");
+    let gw_id = ca.identity("spiffe://cluster.local/ns/packlight-system/sa/ingress");
+    let _gw = support::run_envoy(&gw_cfg, &gw_id, opts.ingress);
+    let (status, a) = send(
+        opts.ingress,
+        &req("POST", "data.example.com", "/httpbin/anything", ""),
+    );
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(version(&a), "1.0");
+    // The same gateway with another identity is refused by RBAC.
+    let other = XdsOptions {
+        ingress: free_addr(),
+        ..opts.clone()
+    };
+    let gw2_cfg = ingress_gateway(&model.mesh, &other).expect("ingress");
+    let _gw2 = support::run_envoy(
+        &gw2_cfg,
+        &ca.identity("spiffe://cluster.local/ns/elsewhere/sa/gateway"),
+        other.ingress,
+    );
+    let (status, a) = send(
+        other.ingress,
+        &req("GET", "data.example.com", "/httpbin/get", ""),
+    );
+    assert_eq!(status, 403, "{a}");
+}

@@ -285,3 +285,48 @@ pub fn validate(label: &str, cfg: &ProxyConfig) -> Result<(), String> {
         ))
     }
 }
+
+/// A running Envoy, killed on drop.
+pub struct RunningEnvoy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RunningEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs real Envoy on `cfg` with identity `id`; returns once `wait_for`
+/// accepts connections.
+pub fn run_envoy(cfg: &ProxyConfig, id: &Identity, wait_for: std::net::SocketAddr) -> RunningEnvoy {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bootstrap.pb");
+    std::fs::write(&path, bootstrap_with(cfg, id).encode_to_vec()).expect("write");
+    let child = Command::new(envoy())
+        .args([
+            "--concurrency",
+            "1",
+            "--use-dynamic-base-id",
+            "--log-level",
+            "error",
+            "-c",
+        ])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn envoy");
+    let running = RunningEnvoy { child, _dir: dir };
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(wait_for).is_err() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "envoy did not listen on {wait_for}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    running
+}
