@@ -135,11 +135,26 @@ pub fn mesh_clusters(svc: &Service, opts: &XdsOptions, out: &mut ProxyConfig) {
                 addrs.extend(instances.iter().map(|i| address(i.inbound)));
             }
         }
-        let mut c = base(&name, cluster::DiscoveryType::Eds);
-        c.eds_cluster_config = Some(cluster::EdsClusterConfig {
-            eds_config: Some(ads()),
-            service_name: String::new(),
-        });
+        // EDS carries IP addresses only; fixed endpoints given by name make
+        // the cluster STRICT_DNS with its endpoints inline.
+        let by_name = !sidecars
+            && versions
+                .iter()
+                .filter_map(|v| w.versions.get(*v))
+                .flat_map(|d| &d.endpoints)
+                .any(|e| e.host.parse::<std::net::IpAddr>().is_err());
+        let mut c = if by_name {
+            let mut c = base(&name, cluster::DiscoveryType::StrictDns);
+            c.load_assignment = Some(load_assignment(&name, std::mem::take(&mut addrs)));
+            c
+        } else {
+            let mut c = base(&name, cluster::DiscoveryType::Eds);
+            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: String::new(),
+            });
+            c
+        };
         if sidecars {
             let peer = names::spiffe_id(&opts.trust_domain, &svc.key);
             let h2 = w.protocol == Protocol::Grpc;
@@ -152,7 +167,9 @@ pub fn mesh_clusters(svc: &Service, opts: &XdsOptions, out: &mut ProxyConfig) {
             circuit_breaker(&mut c, table);
         }
         out.clusters.push(c);
-        out.endpoints.push(load_assignment(&name, addrs));
+        if !by_name {
+            out.endpoints.push(load_assignment(&name, addrs));
+        }
     }
 }
 

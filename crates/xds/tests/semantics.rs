@@ -265,3 +265,27 @@ fn translation_is_deterministic() {
     let b = sidecar_of(&mesh, "demo", "httpbin");
     assert_eq!(a, b);
 }
+
+/// Fixed endpoints given by name cannot go over EDS (IPs only): such a
+/// cluster resolves them itself, and real Envoy accepts it.
+#[test]
+fn fixed_endpoints_by_name_use_strict_dns() {
+    let mesh = load(
+        "apiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {name: db, namespace: demo}\nspec:\n  port: 8000\n  versions: [{version: \"1.0\", endpoints: [\"localhost:9001\"]}]\n---\napiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {name: sleep, namespace: demo}\nspec:\n  port: 8080\n  versions: [{version: \"1.0\", image: x}]\n",
+    );
+    let key = ServiceKey::new("demo", "sleep");
+    let inst = packlight_xds::Instance {
+        outbound: "127.0.0.1:1".parse().expect("addr"),
+        inbound: "127.0.0.1:2".parse().expect("addr"),
+        app: "127.0.0.1:3".parse().expect("addr"),
+    };
+    let cfg = sidecar(&mesh, &key, &inst, &XdsOptions::default()).expect("sidecar");
+    let db = cfg
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|8000||db.demo.svc.cluster.local")
+        .expect("db cluster");
+    assert!(db.eds_cluster_config.is_none() && db.load_assignment.is_some());
+    assert!(cfg.endpoints.is_empty());
+    support::validate("strict dns", &cfg).expect("real Envoy accepts it");
+}
