@@ -49,6 +49,8 @@ pub fn render(
                     cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
                         names::inbound_cluster(port),
                     )),
+                    // The caller's route carries the timeout.
+                    timeout: Some(crate::proto::duration(std::time::Duration::ZERO)),
                     ..Default::default()
                 })),
                 ..Default::default()

@@ -163,6 +163,7 @@ fn forward() -> Vec<Route> {
         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
             EGRESS_CLUSTER.to_string(),
         )),
+        timeout: Some(crate::proto::duration(std::time::Duration::ZERO)),
         upgrade_configs: if upgrade {
             vec![route_action::UpgradeConfig {
                 upgrade_type: "CONNECT".to_string(),

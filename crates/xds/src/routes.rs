@@ -121,7 +121,8 @@ fn action(svc: &Service, port: u16, table: &RouteTable, dest: &[(&Version, u32)]
                 ..Default::default()
             },
         )),
-        timeout: table.timeout.map(duration),
+        // No Route timeout: none at all, as Istio (Envoy would use 15s).
+        timeout: Some(duration(table.timeout.unwrap_or_default())),
         retry_policy: Some(retry(table)),
         request_mirror_policies: table
             .mirror
@@ -162,6 +163,7 @@ pub fn service_routes(svc: &Service, vantage: Vantage<'_>, within: &str, name: &
         let cluster = names::outbound_cluster(&svc.key, port, None);
         let a = RouteAction {
             cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)),
+            timeout: Some(duration(std::time::Duration::ZERO)),
             ..Default::default()
         };
         let m = RouteMatch {
