@@ -191,3 +191,29 @@ fn path_permission(p: &str) -> Permission {
         })),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(p: &str) -> MatchPattern {
+        let Some(permission::Rule::UrlPath(PathMatcher {
+            rule: Some(path_matcher::Rule::Path(m)),
+        })) = path_permission(p).rule
+        else {
+            panic!("not a path rule")
+        };
+        m.match_pattern.expect("pattern")
+    }
+
+    #[test]
+    fn istio_path_syntax() {
+        assert_eq!(pattern("/get"), MatchPattern::Exact("/get".into()));
+        assert_eq!(
+            pattern("/status/*"),
+            MatchPattern::Prefix("/status/".into())
+        );
+        assert_eq!(pattern("*.json"), MatchPattern::Suffix(".json".into()));
+        assert!(matches!(pattern("*"), MatchPattern::SafeRegex(_)));
+    }
+}

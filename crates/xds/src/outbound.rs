@@ -226,3 +226,34 @@ fn blackhole() -> Vec<Route> {
         },
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn egress_domains_cover_ports_and_bare_http() {
+        let host = EgressHost::Dns {
+            name: "*.oss.example.com".to_string(),
+            ports: vec![80, 443],
+        };
+        assert_eq!(
+            egress_domains(&host),
+            [
+                "*.oss.example.com:80",
+                "*.oss.example.com",
+                "*.oss.example.com:443"
+            ]
+        );
+        let net = EgressHost::Cidr {
+            net: "10.0.0.0/30".parse().expect("net"),
+            ports: vec![5432],
+        };
+        assert_eq!(egress_domains(&net), ["10.0.0.1:5432", "10.0.0.2:5432"]);
+        let wide = EgressHost::Cidr {
+            net: "10.0.0.0/16".parse().expect("net"),
+            ports: vec![80],
+        };
+        assert!(egress_domains(&wide).is_empty());
+    }
+}
