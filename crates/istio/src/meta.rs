@@ -1,6 +1,7 @@
 //! What every rendered object shares: metadata and labels, durations in
 //! protobuf-JSON form, RE2 escaping, name slugs.
 
+pub use packlight_model::routing::{REGEX_META, escape_regex, host_regex, prefix_regex};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -115,28 +116,6 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-/// Escapes RE2 metacharacters, so `s` matches itself.
-pub fn escape_regex(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The full-match regex of a segment-aware path prefix: `/v1` matches
-/// `/v1` and `/v1/...`, never `/v10`; `/` matches every path.
-pub fn prefix_regex(prefix: &str) -> String {
-    if prefix == "/" {
-        "/.*".to_string()
-    } else {
-        format!("{}(/.*)?", escape_regex(prefix))
-    }
-}
-
 /// The prefix behind a [`prefix_regex`] result (`None` for any other regex).
 pub fn regex_prefix(re: &str) -> Option<String> {
     if re == "/.*" {
@@ -148,16 +127,11 @@ pub fn regex_prefix(re: &str) -> Option<String> {
     while let Some(c) = chars.next() {
         match c {
             '\\' => out.push(chars.next()?),
-            c if "\\.+*?()|[]{}^$".contains(c) => return None,
+            c if REGEX_META.contains(c) => return None,
             c => out.push(c),
         }
     }
     Some(out)
-}
-
-/// The full-match regex of a host, with or without a port.
-pub fn host_regex(host: &str) -> String {
-    format!("{}(:[0-9]+)?", escape_regex(host))
 }
 
 /// A DNS-label-safe slug: `*.oss.example.com` -> `wildcard-oss-example-com`.

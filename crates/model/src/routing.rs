@@ -112,6 +112,37 @@ pub fn major_path(prefix: &str, vantage: Vantage<'_>) -> String {
     }
 }
 
+/// RE2 metacharacters: what [`escape_regex`] escapes.
+pub const REGEX_META: &str = "\\.+*?()|[]{}^$";
+
+/// Escapes RE2 metacharacters, so `s` matches itself.
+pub fn escape_regex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if REGEX_META.contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The full-match regex of a segment-aware path prefix, as both engines
+/// render it: `/v1` matches `/v1` and `/v1/...`, never `/v10`; `/` matches
+/// every path.
+pub fn prefix_regex(prefix: &str) -> String {
+    if prefix == "/" {
+        "/.*".to_string()
+    } else {
+        format!("{}(/.*)?", escape_regex(prefix))
+    }
+}
+
+/// The full-match regex of a host, with or without a port.
+pub fn host_regex(host: &str) -> String {
+    format!("{}(:[0-9]+)?", escape_regex(host))
+}
+
 /// A host matches with or without a port.
 pub fn host_matches(want: &str, got: &str) -> bool {
     let got = got.to_ascii_lowercase();

@@ -1,6 +1,7 @@
 //! Small builders of Envoy protobuf values shared by every room of the
 //! crate: `Any` packing, durations, matchers, addresses, config sources.
 
+pub use packlight_model::routing::{host_regex, prefix_regex};
 use std::net::SocketAddr;
 use std::time::Duration as StdDuration;
 
@@ -47,32 +48,6 @@ pub fn string_matcher(p: matcher::string_matcher::MatchPattern) -> matcher::Stri
 /// Exact string match.
 pub fn exact(s: &str) -> matcher::StringMatcher {
     string_matcher(matcher::string_matcher::MatchPattern::Exact(s.to_string()))
-}
-
-/// Escapes RE2 metacharacters.
-pub fn escape_regex(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Segment-aware prefix as a full-match regex: `/v1` -> `/v1(/.*)?`.
-pub fn prefix_regex(prefix: &str) -> String {
-    if prefix == "/" {
-        "/.*".to_string()
-    } else {
-        format!("{}(/.*)?", escape_regex(prefix))
-    }
-}
-
-/// A host with or without a port, as a full-match regex.
-pub fn host_regex(host: &str) -> String {
-    format!("{}(:[0-9]+)?", escape_regex(host))
 }
 
 /// A percentage (0..=100) as a fractional percent.
