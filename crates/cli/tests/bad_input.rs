@@ -190,6 +190,24 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "IngressPolicy demo/i: spec.cors.allowOrigins[0]: \"console.example.com\" is not an origin",
         ),
         (
+            "reserved service name",
+            "apiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {name: default, namespace: demo}\nspec:\n  port: 80\n  versions: [{version: \"1.0\"}]\n".into(),
+            "default, namespace",
+            "Microservice demo/default: metadata.name: the service name \"default\" is reserved",
+        ),
+        (
+            "reserved callee name",
+            "apiVersion: packlight.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: a, namespace: demo}\nspec:\n  service: deny-all\n  allow: [{from: [sleep]}]\n".into(),
+            "deny-all\n",
+            "AccessPolicy demo/a: spec.service: the service name \"deny-all\" is reserved",
+        ),
+        (
+            "ingress VirtualService name clash",
+            format!("{}---\napiVersion: packlight.dev/v1alpha1\nkind: IngressPolicy\nmetadata: {{name: web, namespace: demo}}\nspec:\n  hosts: [data.example.com]\n  routes:\n  - {{pathPrefix: /x, service: ingress-web}}\n", MS.trim_end_matches("---\n").replace("name: httpbin", "name: ingress-web")),
+            "web, namespace: demo}\nspec:\n  hosts",
+            "IngressPolicy demo/web: metadata.name: service ingress-web would share the VirtualService name ingress-web with this IngressPolicy",
+        ),
+        (
             "Microservice versions are unique",
             "apiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {name: m, namespace: demo}\nspec:\n  port: 80\n  versions:\n  - {version: \"1.0\"}\n  - {version: \"1.0\", replicas: 1}\n".into(),
             "\"1.0\", replicas",

@@ -438,6 +438,25 @@ impl Builder {
                 }
             }
         }
+        // The ingress VirtualService is named `ingress-POLICY` in the
+        // policy's namespace: a service of that name would own the same
+        // VirtualService name.
+        for (id, _) in &ingresses {
+            let clash = ServiceKey::new(id.namespace.clone(), format!("ingress-{}", id.name));
+            if self.workloads.contains_key(&clash) || self.routes.contains_key(&clash) {
+                self.error(
+                    id,
+                    Reason::Conflict,
+                    Diagnostic::error(format!(
+                        "service {} would share the VirtualService name ingress-{} with this IngressPolicy",
+                        clash.name, id.name
+                    ))
+                    .on(id)
+                    .at("metadata.name")
+                    .hint("rename the IngressPolicy or the service"),
+                );
+            }
+        }
         let mut claims: BTreeMap<(String, String), Vec<ResourceId>> = BTreeMap::new();
         for (id, ing) in &ingresses {
             for h in &ing.hosts {

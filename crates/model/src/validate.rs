@@ -72,8 +72,26 @@ impl<'a> Check<'a> {
 }
 
 /// A Microservice, checked.
+/// Service names the generated per-namespace objects use: a service of
+/// that name would collide with them (the selector-less Sidecar `default`
+/// of `egress: deny`, the AuthorizationPolicy `deny-all` of `access: deny`).
+pub const RESERVED_SERVICE_NAMES: [&str; 2] = ["default", "deny-all"];
+
+/// Rejects a reserved service name at `path`.
+fn not_reserved(c: &mut Check<'_>, path: &str, name: &str) {
+    if RESERVED_SERVICE_NAMES.contains(&name) {
+        c.error(
+            path,
+            format!("the service name {name:?} is reserved"),
+            "packlight names the namespace's own Sidecar `default` and AuthorizationPolicy `deny-all`; rename the service",
+        );
+    }
+}
+
 pub(crate) fn microservice(c: &mut Check<'_>, m: &api::Microservice) -> Workload {
     let spec = &m.spec;
+    let name = c.id.name.clone();
+    not_reserved(c, "metadata.name", &name);
     if spec.port == 0 {
         c.error("spec.port", "port 0 is not a port", "use 1-65535");
     }
@@ -175,6 +193,7 @@ const RETRY_ON: &[&str] = &[
 /// A Route, checked, into its table.
 pub(crate) fn route(c: &mut Check<'_>, r: &api::Route) -> Option<RouteTable> {
     let spec = &r.spec;
+    not_reserved(c, "spec.service", &spec.service);
     if !crate::resource::is_dns_label(&spec.service) {
         c.error(
             "spec.service",
@@ -602,6 +621,7 @@ const METHODS: &[&str] = &[
 /// An AccessPolicy, checked: the callee and its rules.
 pub(crate) fn access(c: &mut Check<'_>, a: &api::AccessPolicy) -> (ServiceKey, Vec<AccessRule>) {
     let ns = &c.id.namespace.clone();
+    not_reserved(c, "spec.service", &a.spec.service);
     if !crate::resource::is_dns_label(&a.spec.service) {
         c.error(
             "spec.service",
