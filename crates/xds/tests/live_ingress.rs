@@ -6,21 +6,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use packlight_xds::{XdsOptions, ingress_gateway};
-use prost::Message;
-
-/// The Envoy process and its bootstrap's directory (kept until drop).
-struct Envoy(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -143,33 +131,12 @@ spec:
         ..XdsOptions::default()
     };
     let cfg = ingress_gateway(&model.mesh, &opts).expect("ingress");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bootstrap.pb");
-    std::fs::write(&path, support::bootstrap(&cfg).encode_to_vec()).expect("write");
-    let child = Command::new(support::envoy())
-        .args([
-            "--concurrency",
-            "1",
-            "--use-dynamic-base-id",
-            "--log-level",
-            "error",
-            "-c",
-        ])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn envoy");
-    let _envoy = Envoy(child, dir);
+    // The gateway's identity does not matter here: bootstrap() uses a
+    // test identity too.
+    let ca = support::TestCa::new();
+    let id = ca.identity("spiffe://cluster.local/ns/test/sa/test");
+    let _envoy = support::run_envoy(&cfg, &id, opts.ingress);
     let gw = opts.ingress;
-    let t0 = Instant::now();
-    while TcpStream::connect(gw).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "gateway not listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let host = "data.example.com";
     let session = "Cookie: session=ok\r\n";
 
