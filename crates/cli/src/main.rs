@@ -40,6 +40,9 @@ enum Command {
     Validate(render::ValidateArgs),
     /// Print packlight's CustomResourceDefinitions as YAML.
     Crds,
+    /// Run the demo HTTP service (for demos and tests).
+    #[command(disable_version_flag = true)]
+    DemoApp(packlight_demo_app::DemoAppArgs),
 }
 
 /// How diagnostics are printed.
@@ -62,12 +65,27 @@ pub mod exit {
     pub const USAGE: u8 = 2;
 }
 
+/// `packlight demo-app`: runs until SIGINT/SIGTERM; exit 0, or 1 on error.
+fn demo_app(args: packlight_demo_app::DemoAppArgs) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(packlight_demo_app::run(args)) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => {
+            eprintln!("packlight demo-app: {e:#}");
+            Ok(exit::INVALID)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => render::render(args),
         Command::Validate(args) => render::validate(args),
         Command::Crds => render::crds(),
+        Command::DemoApp(args) => demo_app(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
