@@ -1,0 +1,448 @@
+//! The index: what the API server holds, kept in memory by reflectors, and
+//! the model built from it.
+//!
+//! In: watch events of the six packlight kinds and of the objects packlight
+//! manages. Out: stores to read, a revision that moves when a resource's
+//! spec (generation) changes or a resource goes away, and [`Rendered`]: the
+//! model and the Istio objects of the whole mesh at one revision, grouped
+//! by the namespace whose reconcile owns them. The mesh is built whole
+//! (a workload's Sidecar depends on AccessPolicies in other namespaces) but
+//! only when the revision moved; namespaces whose share changed are sent
+//! back to the controller to reconcile.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use packlight_api as api;
+use packlight_istio::RenderOptions;
+use packlight_model::{Input, Model, ResourceId, Verdict};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::outputs::{self, OUTPUT_KINDS};
+
+/// Which services a rejected resource speaks for: their merged outputs
+/// (Sidecars, NetworkPolicies) keep their last good state while it is
+/// rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Concern {
+    /// One service of the resource's namespace.
+    Service(String),
+    /// Every service of the resource's namespace.
+    Namespace,
+    /// Only the objects made from the resource itself.
+    Own,
+}
+
+/// One of packlight's six kinds, as the operator handles it.
+pub trait SourceKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind name.
+    const KIND: &'static str;
+    /// As a model input.
+    fn input(&self) -> Input;
+    /// Which services it speaks for.
+    fn concern(&self) -> Concern;
+}
+
+macro_rules! source_kind {
+    ($ty:ident, |$r:ident| $concern:expr) => {
+        impl SourceKind for api::$ty {
+            const KIND: &'static str = stringify!($ty);
+            fn input(&self) -> Input {
+                Input::new(packlight_model::Resource::$ty(self.clone()))
+            }
+            fn concern(&self) -> Concern {
+                let $r = self;
+                $concern
+            }
+        }
+    };
+}
+
+source_kind!(Microservice, |r| Concern::Service(r.name_any()));
+source_kind!(Route, |r| Concern::Service(r.spec.service.clone()));
+source_kind!(EgressPolicy, |r| match &r.spec.service {
+    Some(s) => Concern::Service(s.clone()),
+    None => Concern::Namespace,
+});
+source_kind!(AccessPolicy, |r| Concern::Service(r.spec.service.clone()));
+source_kind!(MeshPolicy, |_r| Concern::Own);
+source_kind!(IngressPolicy, |_r| Concern::Own);
+
+/// The stores of the six kinds.
+#[derive(Clone)]
+pub struct Sources {
+    /// Microservices.
+    pub microservices: Store<api::Microservice>,
+    /// Routes.
+    pub routes: Store<api::Route>,
+    /// EgressPolicies.
+    pub egress: Store<api::EgressPolicy>,
+    /// AccessPolicies.
+    pub access: Store<api::AccessPolicy>,
+    /// MeshPolicies.
+    pub mesh: Store<api::MeshPolicy>,
+    /// IngressPolicies.
+    pub ingress: Store<api::IngressPolicy>,
+}
+
+/// What a source resource contributes besides its input.
+#[derive(Clone, Debug)]
+pub struct SourceMeta {
+    /// Its API version.
+    pub api_version: String,
+    /// Its UID (for owner references).
+    pub uid: String,
+    /// The generation the model saw.
+    pub generation: Option<i64>,
+    /// Which services it speaks for.
+    pub concern: Concern,
+}
+
+/// The whole mesh rendered at one revision.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// The revision of the sources it was built from.
+    pub revision: u64,
+    /// Verdicts and diagnostics.
+    pub model: Model,
+    /// The rendered objects, by home namespace.
+    pub desired: BTreeMap<String, Vec<Value>>,
+    /// Every source resource that was given to the model.
+    pub sources: BTreeMap<ResourceId, SourceMeta>,
+    /// A digest per namespace of its desired objects and its resources'
+    /// verdicts and diagnostics.
+    pub digests: BTreeMap<String, u64>,
+}
+
+impl Rendered {
+    /// True when the resource was given and rejected.
+    pub fn is_rejected(&self, id: &ResourceId) -> bool {
+        matches!(self.model.verdicts.get(id), Some(Verdict::Rejected(_)))
+    }
+
+    /// True when a rejected resource of `namespace` speaks for `service`.
+    pub fn rejected_concerns(&self, namespace: &str, service: &str) -> bool {
+        self.sources.iter().any(|(id, meta)| {
+            id.namespace == namespace
+                && self.is_rejected(id)
+                && match &meta.concern {
+                    Concern::Service(s) => s == service,
+                    Concern::Namespace => true,
+                    Concern::Own => false,
+                }
+        })
+    }
+}
+
+/// Stores, revision and the rendered model.
+pub struct Index {
+    /// The six kinds.
+    pub sources: Sources,
+    /// Managed objects, one store per [`OUTPUT_KINDS`] entry.
+    pub outputs: Vec<Store<DynamicObject>>,
+    revision: Arc<AtomicU64>,
+    cache: Mutex<Arc<Rendered>>,
+    render: RenderOptions,
+    retrigger: mpsc::UnboundedSender<String>,
+}
+
+impl Index {
+    /// An index over the given stores.
+    pub fn new(
+        sources: Sources,
+        outputs: Vec<Store<DynamicObject>>,
+        revision: Arc<AtomicU64>,
+        render: RenderOptions,
+        retrigger: mpsc::UnboundedSender<String>,
+    ) -> Self {
+        Index {
+            sources,
+            outputs,
+            revision,
+            // Revision 0 is never current: the first call builds.
+            cache: Mutex::new(Arc::new(Rendered {
+                revision: u64::MAX,
+                ..Rendered::default()
+            })),
+            render,
+            retrigger,
+        }
+    }
+
+    /// Waits until every store has its first full list.
+    pub async fn ready(&self) -> bool {
+        let s = &self.sources;
+        let sources = [
+            s.microservices.wait_until_ready().await.is_ok(),
+            s.routes.wait_until_ready().await.is_ok(),
+            s.egress.wait_until_ready().await.is_ok(),
+            s.access.wait_until_ready().await.is_ok(),
+            s.mesh.wait_until_ready().await.is_ok(),
+            s.ingress.wait_until_ready().await.is_ok(),
+        ];
+        let mut ok = sources.iter().all(|b| *b);
+        for o in &self.outputs {
+            ok &= o.wait_until_ready().await.is_ok();
+        }
+        ok
+    }
+
+    /// The model and objects of the current revision, built if the
+    /// revision moved. Namespaces whose share changed since the last build
+    /// are sent to the controller.
+    pub async fn rendered(&self) -> Arc<Rendered> {
+        let mut cache = self.cache.lock().await;
+        // Read the revision before the stores: a change that lands while
+        // building moves it again and the next call rebuilds.
+        let revision = self.revision.load(Ordering::SeqCst);
+        if cache.revision == revision {
+            return cache.clone();
+        }
+        let started = std::time::Instant::now();
+        let next = Arc::new(self.build(revision));
+        for ns in changed_namespaces(&cache.digests, &next.digests) {
+            // The receiver lives as long as the controller; after shutdown
+            // nobody needs the trigger.
+            let _ = self.retrigger.send(ns);
+        }
+        tracing::debug!(
+            revision,
+            resources = next.sources.len(),
+            namespaces = next.desired.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model rebuilt"
+        );
+        *cache = next.clone();
+        next
+    }
+
+    fn build(&self, revision: u64) -> Rendered {
+        let mut inputs = Vec::new();
+        let mut sources = BTreeMap::new();
+        let s = &self.sources;
+        collect(&s.microservices, &mut inputs, &mut sources);
+        collect(&s.routes, &mut inputs, &mut sources);
+        collect(&s.egress, &mut inputs, &mut sources);
+        collect(&s.access, &mut inputs, &mut sources);
+        collect(&s.mesh, &mut inputs, &mut sources);
+        collect(&s.ingress, &mut inputs, &mut sources);
+        let model = packlight_model::build(&inputs);
+        let mut desired: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for obj in packlight_istio::render(&model.mesh, &self.render) {
+            if let Some(home) = outputs::home_namespace(&obj) {
+                desired.entry(home.to_string()).or_default().push(obj);
+            }
+        }
+        let digests = digests(&desired, &model);
+        Rendered {
+            revision,
+            model,
+            desired,
+            sources,
+            digests,
+        }
+    }
+}
+
+fn collect<K: SourceKind>(
+    store: &Store<K>,
+    inputs: &mut Vec<Input>,
+    sources: &mut BTreeMap<ResourceId, SourceMeta>,
+) {
+    let mut objs = store.state();
+    // Deterministic input order: the model reports duplicates by position.
+    objs.sort_by_key(|o| (o.namespace(), o.name_any()));
+    for obj in objs {
+        let input = obj.input();
+        let id = input.resource.id();
+        sources.insert(
+            id,
+            SourceMeta {
+                api_version: K::api_version(&()).into_owned(),
+                uid: obj.uid().unwrap_or_default(),
+                generation: obj.meta().generation,
+                concern: obj.concern(),
+            },
+        );
+        inputs.push(input);
+    }
+}
+
+fn digests(desired: &BTreeMap<String, Vec<Value>>, model: &Model) -> BTreeMap<String, u64> {
+    let mut hashers: BTreeMap<String, DefaultHasher> = BTreeMap::new();
+    for (ns, objs) in desired {
+        let h = hashers.entry(ns.clone()).or_default();
+        for o in objs {
+            o.to_string().hash(h);
+        }
+    }
+    for (id, verdict) in &model.verdicts {
+        let h = hashers.entry(id.namespace.clone()).or_default();
+        id.hash(h);
+        format!("{verdict:?}").hash(h);
+    }
+    for d in &model.diagnostics {
+        if let Some(ns) = &d.namespace {
+            d.hash(hashers.entry(ns.clone()).or_default());
+        }
+    }
+    hashers.into_iter().map(|(k, h)| (k, h.finish())).collect()
+}
+
+fn changed_namespaces(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<String> {
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Filters watch events down to the ones that matter: a new generation
+/// (spec change) or a new resourceVersion for objects without one, a
+/// deletion, the end of a (re)list. Each one that passes moves
+/// `revision`; the end of a re-list also asks for a full resync (objects
+/// deleted while the watch was down leave no event of their own).
+pub struct ChangeFilter {
+    seen: HashMap<String, String>,
+    revision: Arc<AtomicU64>,
+    resync: mpsc::UnboundedSender<()>,
+    listed: bool,
+}
+
+impl ChangeFilter {
+    /// A filter that moves `revision` and sends to `resync`.
+    pub fn new(revision: Arc<AtomicU64>, resync: mpsc::UnboundedSender<()>) -> Self {
+        ChangeFilter {
+            seen: HashMap::new(),
+            revision,
+            resync,
+            listed: false,
+        }
+    }
+
+    /// The object to trigger on, if the event changed anything.
+    pub fn pass<K: Resource>(&mut self, event: watcher::Event<K>) -> Option<K> {
+        match event {
+            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                let uid = obj.meta().uid.clone().unwrap_or_default();
+                let mark = match obj.meta().generation {
+                    Some(g) => format!("g{g}"),
+                    None => obj.meta().resource_version.clone().unwrap_or_default(),
+                };
+                if self.seen.get(&uid) == Some(&mark) {
+                    return None;
+                }
+                self.seen.insert(uid, mark);
+                self.revision.fetch_add(1, Ordering::SeqCst);
+                Some(obj)
+            }
+            watcher::Event::Delete(obj) => {
+                self.seen
+                    .remove(&obj.meta().uid.clone().unwrap_or_default());
+                self.revision.fetch_add(1, Ordering::SeqCst);
+                Some(obj)
+            }
+            watcher::Event::Init => None,
+            watcher::Event::InitDone => {
+                self.revision.fetch_add(1, Ordering::SeqCst);
+                if self.listed {
+                    let _ = self.resync.send(());
+                }
+                self.listed = true;
+                None
+            }
+        }
+    }
+}
+
+/// A reflected, filtered watch of one packlight kind.
+pub fn source_stream<K: SourceKind>(
+    api: Api<K>,
+    writer: Writer<K>,
+    mut filter: ChangeFilter,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .filter_map(move |ev| {
+            let out = match ev {
+                Ok(ev) => filter.pass(ev).map(Ok),
+                Err(e) => {
+                    // The watcher retries with backoff; an error passed on
+                    // would pause every trigger of the controller.
+                    tracing::warn!(kind = K::KIND, error = %e, "watch failed; retrying");
+                    None
+                }
+            };
+            futures::future::ready(out)
+        })
+}
+
+/// A reflected, filtered watch of one managed output kind.
+pub fn output_stream(
+    api: Api<DynamicObject>,
+    writer: Writer<DynamicObject>,
+    mut filter: ChangeFilter,
+    kind: &'static str,
+) -> impl Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static {
+    watcher(
+        api,
+        watcher::Config::default().labels(outputs::MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .filter_map(move |ev| {
+        let out = match ev {
+            Ok(ev) => filter.pass(ev).map(Ok),
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "watch failed; retrying");
+                None
+            }
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// The namespace whose reconcile owns a managed object.
+pub fn home_of(obj: &DynamicObject) -> Option<String> {
+    obj.labels()
+        .get(packlight_istio::meta::SOURCE_NAMESPACE)
+        .cloned()
+        .or_else(|| obj.namespace())
+}
+
+/// Number of output kinds (for building the stores).
+pub const OUTPUT_COUNT: usize = OUTPUT_KINDS.len();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_namespaces_are_retriggered() {
+        let old = BTreeMap::from([("a".to_string(), 1), ("b".to_string(), 2)]);
+        let new = BTreeMap::from([("a".to_string(), 1), ("c".to_string(), 3)]);
+        assert_eq!(changed_namespaces(&old, &new), vec!["b", "c"]);
+    }
+}

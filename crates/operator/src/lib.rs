@@ -1,0 +1,338 @@
+//! # packlight-operator — the Kubernetes runtime
+//!
+//! The room where packlight meets a cluster. In: watch events of the six
+//! packlight kinds and of the objects packlight manages
+//! (`app.kubernetes.io/managed-by: packlight`). Out: server-side applies
+//! (field manager `packlight`) of what `packlight-istio` renders, deletions
+//! of orphans, `status` with `Accepted`/`Programmed` conditions, and
+//! Kubernetes Events on condition transitions.
+//!
+//! Shape (kube-rs `Controller`, linkerd2's "index, then write"): reflectors
+//! keep every input in memory ([`index`]); a controller keyed by namespace
+//! reconciles one namespace at a time ([`reconcile`]), level-based: it
+//! takes the mesh rendered at the current revision, compares, and writes
+//! only the difference. A no-op reconcile writes nothing. Errors requeue
+//! with exponential backoff and jitter.
+//!
+//! It never builds an Istio object by hand (that is `packlight-istio`) and
+//! never re-checks input (that is `packlight-model`).
+#![forbid(unsafe_code)]
+// Diagnostics are large and live only on the cold path (see packlight-model).
+#![allow(clippy::result_large_err)]
+
+pub mod index;
+pub mod outputs;
+pub mod reconcile;
+pub mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::DynamicObject;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, store::Writer};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use packlight_istio::RenderOptions;
+use tokio::sync::mpsc;
+use tokio_stream_shim::UnboundedReceiverStream;
+
+use crate::index::{ChangeFilter, Index, Sources};
+use crate::outputs::{OUTPUT_KINDS, ObjectKey};
+
+/// Errors of a reconcile or of the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{0}: {1}")]
+    Kube(String, #[source] kube::Error),
+    /// JSON (de)serialisation failed.
+    #[error("JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The watches have not listed everything yet.
+    #[error("the watches are not synced yet")]
+    NotReady,
+    /// Some objects could not be applied or deleted.
+    #[error("{0} object(s) could not be applied or deleted")]
+    ApplyFailed(usize),
+}
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Watch and write only this namespace (`None`: every namespace).
+    pub namespace: Option<String>,
+    /// What the cluster around the mesh looks like.
+    pub render: RenderOptions,
+    /// This replica's name, for Events (e.g. the pod name).
+    pub instance: Option<String>,
+    /// Namespaces reconciled at once.
+    pub concurrency: u16,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            namespace: None,
+            render: RenderOptions::default(),
+            instance: None,
+            concurrency: 4,
+        }
+    }
+}
+
+/// Counters of what the operator did, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Reconciles run.
+    pub reconciles: AtomicU64,
+    /// Reconciles that failed.
+    pub errors: AtomicU64,
+    /// Server-side applies sent.
+    pub applies: AtomicU64,
+    /// Deletes sent.
+    pub deletes: AtomicU64,
+    /// Status writes sent.
+    pub status_writes: AtomicU64,
+    /// GETs of objects not in the managed cache.
+    pub reads: AtomicU64,
+}
+
+impl Stats {
+    /// Every write request sent: applies, deletes and status writes.
+    pub fn writes(&self) -> u64 {
+        self.applies.load(Ordering::Relaxed)
+            + self.deletes.load(Ordering::Relaxed)
+            + self.status_writes.load(Ordering::Relaxed)
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    index: Index,
+    recorder: Recorder,
+    stats: Arc<Stats>,
+    failures: reconcile::Failures,
+    /// Per object: digest of what was last applied and the resourceVersion
+    /// the apply returned (so server-side normalisation never causes
+    /// re-applies).
+    applied: Mutex<HashMap<ObjectKey, (u64, String)>>,
+}
+
+/// The operator, ready to run.
+pub struct Operator {
+    client: Client,
+    config: OperatorConfig,
+    stats: Arc<Stats>,
+}
+
+impl Operator {
+    /// An operator that uses `client` (its identity decides what it may do).
+    pub fn new(client: Client, config: OperatorConfig) -> Self {
+        Operator {
+            client,
+            config,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` resolves (then finishes the reconciles in
+    /// flight and returns).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+        let Operator {
+            client,
+            config,
+            stats,
+        } = self;
+        let revision = Arc::new(AtomicU64::new(0));
+        let (resync_tx, resync_rx) = mpsc::unbounded_channel::<()>();
+        let (retrigger_tx, retrigger_rx) = mpsc::unbounded_channel::<String>();
+        let filter = || ChangeFilter::new(revision.clone(), resync_tx.clone());
+
+        let ns_api: Api<Namespace> = Api::all(client.clone());
+        let ns_watch = match &config.namespace {
+            Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+            None => watcher::Config::default(),
+        };
+        let mut controller = Controller::new(ns_api, ns_watch)
+            .with_config(ControllerConfig::default().concurrency(config.concurrency));
+
+        macro_rules! source {
+            ($ty:ty) => {{
+                let writer: Writer<$ty> = Writer::default();
+                let store = writer.as_reader();
+                let api = match &config.namespace {
+                    Some(ns) => Api::<$ty>::namespaced(client.clone(), ns),
+                    None => Api::<$ty>::all(client.clone()),
+                };
+                let stream = index::source_stream(api, writer, filter());
+                controller = controller.watches_stream(stream, |obj: $ty| {
+                    obj.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
+                });
+                store
+            }};
+        }
+        let sources = Sources {
+            microservices: source!(packlight_api::Microservice),
+            routes: source!(packlight_api::Route),
+            egress: source!(packlight_api::EgressPolicy),
+            access: source!(packlight_api::AccessPolicy),
+            mesh: source!(packlight_api::MeshPolicy),
+            ingress: source!(packlight_api::IngressPolicy),
+        };
+
+        let mut outputs = Vec::new();
+        for (i, (_, _, kind, _)) in OUTPUT_KINDS.iter().enumerate() {
+            let Some(ar) = outputs::output_resource(i) else {
+                continue;
+            };
+            let writer = Writer::<DynamicObject>::new(ar.clone());
+            outputs.push(writer.as_reader());
+            let api = match &config.namespace {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+                None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+            };
+            let stream = index::output_stream(api, writer, filter(), kind);
+            controller = controller.watches_stream_with(
+                stream,
+                |obj: DynamicObject| {
+                    index::home_of(&obj).map(|ns| ObjectRef::<Namespace>::new(&ns))
+                },
+                ar,
+            );
+        }
+
+        let reporter = Reporter {
+            controller: "packlight".to_string(),
+            instance: config.instance.clone(),
+        };
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            index: Index::new(
+                sources,
+                outputs,
+                revision.clone(),
+                config.render.clone(),
+                retrigger_tx,
+            ),
+            client,
+            stats,
+            failures: Default::default(),
+            applied: Mutex::default(),
+        });
+
+        let retrigger = UnboundedReceiverStream(retrigger_rx)
+            .map(|ns: String| ObjectRef::<Namespace>::new(&ns));
+        let resync = UnboundedReceiverStream(resync_rx);
+        controller
+            .reconcile_on(retrigger)
+            .reconcile_all_on(resync)
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|res| async move {
+                match res {
+                    Ok((obj, _)) => tracing::debug!(namespace = %obj.name, "reconciled"),
+                    Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+                }
+            })
+            .await;
+    }
+}
+
+/// `packlight operator`: run the operator against the cluster of the
+/// current kubeconfig or in-cluster service account.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Watch and write only this namespace (default: every namespace).
+    #[arg(long = "namespace")]
+    pub namespace: Option<String>,
+    /// Namespace of the Istio ingress gateway.
+    #[arg(long = "gateway-namespace", default_value = "istio-system")]
+    pub gateway_namespace: String,
+    /// Principal of the ingress gateway (for `ingress: true`).
+    #[arg(
+        long = "ingress-principal",
+        default_value = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    )]
+    pub ingress_principal: String,
+    /// Namespaces reconciled at once.
+    #[arg(long = "concurrency", default_value_t = 4)]
+    pub concurrency: u16,
+}
+
+impl OperatorArgs {
+    /// The configuration these flags describe. The replica's name comes
+    /// from `$POD_NAME` when set.
+    pub fn config(&self) -> OperatorConfig {
+        OperatorConfig {
+            namespace: self.namespace.clone(),
+            render: RenderOptions {
+                gateway_namespace: self.gateway_namespace.clone(),
+                ingress_principal: self.ingress_principal.clone(),
+                ..RenderOptions::default()
+            },
+            instance: std::env::var("POD_NAME").ok(),
+            concurrency: self.concurrency.max(1),
+        }
+    }
+}
+
+/// Runs the operator until SIGINT or SIGTERM.
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let operator = Operator::new(client, args.config());
+    operator.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
+
+/// A stream over an unbounded receiver (what tokio-stream's wrapper does,
+/// without the extra dependency).
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    pub struct UnboundedReceiverStream<T>(pub UnboundedReceiver<T>);
+
+    impl<T> futures::Stream for UnboundedReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

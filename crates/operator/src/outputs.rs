@@ -1,0 +1,250 @@
+//! The objects packlight writes: which kinds, where each one "lives" (its
+//! home namespace, whose reconcile owns it), who its source resource is,
+//! and whether a live object already says what the rendered one says.
+//!
+//! Pure: JSON in, answers out; no client.
+
+use std::cmp::Ordering;
+
+use kube::core::{ApiResource, GroupVersionKind};
+use packlight_istio::meta::{MANAGED_BY, SERVICE, SOURCE_KIND, SOURCE_NAME, SOURCE_NAMESPACE};
+use packlight_model::ResourceId;
+use serde_json::Value;
+
+/// The label selector of every object packlight manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=packlight";
+
+/// Every kind the Istio translator renders: (group, version, kind, plural).
+pub const OUTPUT_KINDS: [(&str, &str, &str, &str); 12] = [
+    ("apps", "v1", "Deployment", "deployments"),
+    ("", "v1", "Service", "services"),
+    ("", "v1", "ServiceAccount", "serviceaccounts"),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+    ),
+    (
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+        "virtualservices",
+    ),
+    (
+        "networking.istio.io",
+        "v1",
+        "DestinationRule",
+        "destinationrules",
+    ),
+    (
+        "networking.istio.io",
+        "v1",
+        "ServiceEntry",
+        "serviceentries",
+    ),
+    ("networking.istio.io", "v1", "Sidecar", "sidecars"),
+    ("networking.istio.io", "v1", "Gateway", "gateways"),
+    (
+        "networking.istio.io",
+        "v1alpha3",
+        "EnvoyFilter",
+        "envoyfilters",
+    ),
+    (
+        "security.istio.io",
+        "v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+    ),
+    (
+        "security.istio.io",
+        "v1",
+        "PeerAuthentication",
+        "peerauthentications",
+    ),
+];
+
+/// The [`ApiResource`] of output kind number `i` of [`OUTPUT_KINDS`].
+pub fn output_resource(i: usize) -> Option<ApiResource> {
+    let (group, version, kind, plural) = OUTPUT_KINDS.get(i)?;
+    Some(ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        plural,
+    ))
+}
+
+/// The index in [`OUTPUT_KINDS`] of an object's `apiVersion` and `kind`.
+pub fn output_kind_of(obj: &Value) -> Option<usize> {
+    let api_version = str_at(obj, "/apiVersion")?;
+    let kind = str_at(obj, "/kind")?;
+    OUTPUT_KINDS.iter().position(|(g, v, k, _)| {
+        *k == kind
+            && if g.is_empty() {
+                api_version == *v
+            } else {
+                api_version.split_once('/') == Some((g, v))
+            }
+    })
+}
+
+/// One output object: kind (index into [`OUTPUT_KINDS`]), namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Index into [`OUTPUT_KINDS`].
+    pub kind: usize,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of a rendered or live object.
+    pub fn of(obj: &Value) -> Option<ObjectKey> {
+        Some(ObjectKey {
+            kind: output_kind_of(obj)?,
+            namespace: str_at(obj, "/metadata/namespace")?.to_string(),
+            name: str_at(obj, "/metadata/name")?.to_string(),
+        })
+    }
+
+    /// The kind's name.
+    pub fn kind_name(&self) -> &'static str {
+        OUTPUT_KINDS.get(self.kind).map(|k| k.2).unwrap_or("object")
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind_name(), self.namespace, self.name)
+    }
+}
+
+/// A string at a JSON pointer.
+pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/labels")
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_str)
+}
+
+/// True when the object carries `app.kubernetes.io/managed-by: packlight`.
+pub fn is_managed(obj: &Value) -> bool {
+    label(obj, MANAGED_BY) == Some("packlight")
+}
+
+/// The namespace whose reconcile owns an object: the namespace of the
+/// resource it was made from (`packlight.dev/source-namespace` on objects
+/// written elsewhere, e.g. the gateway's namespace), else its own.
+pub fn home_namespace(obj: &Value) -> Option<&str> {
+    label(obj, SOURCE_NAMESPACE).or_else(|| str_at(obj, "/metadata/namespace"))
+}
+
+/// The resource an object was made from, when it was made from one.
+pub fn source_of(obj: &Value) -> Option<ResourceId> {
+    Some(ResourceId {
+        kind: label(obj, SOURCE_KIND)?.to_string(),
+        namespace: home_namespace(obj)?.to_string(),
+        name: label(obj, SOURCE_NAME)?.to_string(),
+    })
+}
+
+/// The service an object serves, when it serves one.
+pub fn service_of(obj: &Value) -> Option<&str> {
+    label(obj, SERVICE)
+}
+
+/// True when `live` already holds every field `desired` sets, with the same
+/// value: the API server adds defaults and metadata, never removes what was
+/// applied, so a subset is "identical" for server-side apply. Lists must
+/// have the same length and match item by item.
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => is_subset(dv, lv),
+            // An absent field and an empty or null one are the same to the
+            // API server (omitempty).
+            None => is_empty(dv),
+        }),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
+        }
+        (Value::Number(d), Value::Number(l)) => {
+            d == l
+                || d.as_f64()
+                    .zip(l.as_f64())
+                    .is_some_and(|(a, b)| a.partial_cmp(&b) == Some(Ordering::Equal))
+        }
+        (d, l) => d == l || (is_empty(d) && is_empty(l)),
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kinds_are_found_by_api_version_and_kind() {
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService"});
+        assert_eq!(
+            output_kind_of(&vs)
+                .and_then(|i| OUTPUT_KINDS.get(i))
+                .map(|k| k.2),
+            Some("VirtualService")
+        );
+        let svc = json!({"apiVersion": "v1", "kind": "Service"});
+        assert_eq!(output_kind_of(&svc), Some(1));
+        let ef = json!({"apiVersion": "networking.istio.io/v1", "kind": "EnvoyFilter"});
+        assert_eq!(output_kind_of(&ef), None, "EnvoyFilter is v1alpha3 only");
+        for i in 0..OUTPUT_KINDS.len() {
+            assert!(output_resource(i).is_some());
+        }
+    }
+
+    #[test]
+    fn home_and_source_follow_the_labels() {
+        let gw = json!({"metadata": {"namespace": "istio-system", "name": "demo-data", "labels": {
+            "app.kubernetes.io/managed-by": "packlight",
+            "packlight.dev/source-kind": "IngressPolicy",
+            "packlight.dev/source-name": "data",
+            "packlight.dev/source-namespace": "demo"}}});
+        assert_eq!(home_namespace(&gw), Some("demo"));
+        assert_eq!(
+            source_of(&gw).map(|s| s.to_string()).as_deref(),
+            Some("IngressPolicy demo/data")
+        );
+        assert!(is_managed(&gw));
+        let shared = json!({"metadata": {"namespace": "istio-system", "name": "f",
+            "labels": {"app.kubernetes.io/managed-by": "packlight"}}});
+        assert_eq!(home_namespace(&shared), Some("istio-system"));
+        assert_eq!(source_of(&shared), None);
+    }
+
+    #[test]
+    fn defaults_added_by_the_server_still_match() {
+        let desired =
+            json!({"spec": {"ports": [{"port": 80, "name": "http"}], "x": [], "y": null}});
+        let live = json!({"spec": {"ports": [{"port": 80.0, "name": "http", "protocol": "TCP"}],
+            "clusterIP": "10.0.0.1"}, "status": {}});
+        assert!(is_subset(&desired, &live));
+        let changed = json!({"spec": {"ports": [{"port": 81, "name": "http"}]}});
+        assert!(!is_subset(&changed, &live));
+        let longer = json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        assert!(!is_subset(&longer, &live));
+        assert!(!is_subset(&json!({"a": "1"}), &json!({"a": 1})));
+    }
+}

@@ -1,0 +1,390 @@
+//! One namespace's reconcile, level-based: take the rendered mesh, compare
+//! what this namespace should hold with what it holds, write only the
+//! difference (server-side apply, field manager `packlight`), delete
+//! orphans, then write the status of the namespace's resources.
+//!
+//! Rules it keeps (DESIGN.md "Status, errors"): an object of the same name
+//! that packlight does not manage is never overwritten (the source reports
+//! `Conflict`); the objects of a rejected resource are neither re-applied
+//! nor deleted (its last good output stays).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
+use packlight_model::ResourceId;
+use serde_json::{Value, json};
+
+use crate::index::{Rendered, SourceKind, home_of};
+use crate::outputs::{self, ObjectKey};
+use crate::status::{self, Outcome};
+use crate::{Context, Error};
+
+/// How often a namespace is reconciled when nothing happens (a safety net;
+/// watches drive every real change).
+const RESYNC: Duration = Duration::from_secs(600);
+/// Applies in flight per namespace.
+const APPLY_CONCURRENCY: usize = 8;
+/// How long a reconcile waits for the first lists of every watch.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "packlight";
+
+/// What placing one rendered object did.
+enum Placed {
+    Unchanged,
+    Applied,
+    Kept,
+    Conflict(String),
+    Failed(String),
+}
+
+/// Reconciles one namespace.
+pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = ns.name_any();
+    let span = tracing::info_span!("reconcile", namespace = %name);
+    let _enter = span.enter();
+    drop(_enter);
+    let result = run(&name, &ctx).await;
+    ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
+    match &result {
+        Ok(_) => {
+            ctx.failures.lock().map(|mut f| f.remove(&name)).ok();
+        }
+        Err(e) => {
+            ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(namespace = %name, error = %e, "reconcile failed");
+        }
+    }
+    result
+}
+
+async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
+    match tokio::time::timeout(READY_TIMEOUT, ctx.index.ready()).await {
+        Ok(true) => {}
+        _ => return Err(Error::NotReady),
+    }
+    let rendered = ctx.index.rendered().await;
+    let desired = rendered.desired.get(ns).cloned().unwrap_or_default();
+
+    let mut live: BTreeMap<ObjectKey, Value> = BTreeMap::new();
+    for (kind, store) in ctx.index.outputs.iter().enumerate() {
+        for obj in store.state() {
+            if home_of(&obj).as_deref() == Some(ns) {
+                let value = serde_json::to_value(&*obj).unwrap_or(Value::Null);
+                live.insert(
+                    ObjectKey {
+                        kind,
+                        namespace: obj.namespace().unwrap_or_default(),
+                        name: obj.name_any(),
+                    },
+                    value,
+                );
+            }
+        }
+    }
+
+    let wanted: BTreeSet<ObjectKey> = desired.iter().filter_map(ObjectKey::of).collect();
+    let rendered_ref = &rendered;
+    let live_ref = &live;
+    let placed: Vec<(Option<ResourceId>, Placed)> = futures::stream::iter(desired)
+        .map(|obj| async move {
+            let source = outputs::source_of(&obj);
+            let placed = place(ctx, rendered_ref, live_ref, obj).await;
+            (source, placed)
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut outcomes: BTreeMap<ResourceId, Outcome> = BTreeMap::new();
+    let mut failed = 0usize;
+    for (source, p) in placed {
+        let mut o = source.map(|s| outcomes.entry(s).or_default());
+        match p {
+            Placed::Unchanged | Placed::Applied | Placed::Kept => {
+                if let Some(o) = o.as_mut() {
+                    o.objects += 1;
+                }
+            }
+            Placed::Conflict(what) => {
+                if let Some(o) = o.as_mut() {
+                    o.conflicts.push(what);
+                }
+            }
+            Placed::Failed(why) => {
+                failed += 1;
+                if let Some(o) = o.as_mut() {
+                    o.failures.push(why);
+                }
+            }
+        }
+    }
+
+    // Orphans: managed objects of this namespace that are no longer
+    // rendered, unless a rejected resource keeps them.
+    for (key, obj) in &live {
+        if wanted.contains(key) || is_protected(&rendered, obj) {
+            continue;
+        }
+        if let Err(e) = delete(ctx, key).await {
+            failed += 1;
+            let why = format!("deleting {key}: {e}");
+            tracing::warn!(object = %key, error = %e, "delete failed");
+            if let Some(s) = outputs::source_of(obj) {
+                outcomes.entry(s).or_default().failures.push(why);
+            }
+        }
+    }
+
+    let s = &ctx.index.sources;
+    statuses(ctx, &s.microservices, ns, &rendered, &outcomes).await?;
+    statuses(ctx, &s.routes, ns, &rendered, &outcomes).await?;
+    statuses(ctx, &s.egress, ns, &rendered, &outcomes).await?;
+    statuses(ctx, &s.access, ns, &rendered, &outcomes).await?;
+    statuses(ctx, &s.mesh, ns, &rendered, &outcomes).await?;
+    statuses(ctx, &s.ingress, ns, &rendered, &outcomes).await?;
+
+    if failed > 0 {
+        return Err(Error::ApplyFailed(failed));
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// True when a live object belongs to a rejected resource: made from it,
+/// or (for objects merged from several resources: Sidecars,
+/// NetworkPolicies, unlabelled ones) serving a service it speaks for.
+fn is_protected(rendered: &Rendered, obj: &Value) -> bool {
+    let source = outputs::source_of(obj);
+    if let Some(s) = &source
+        && rendered.is_rejected(s)
+    {
+        return true;
+    }
+    let merged = source.is_none()
+        || matches!(
+            outputs::str_at(obj, "/kind"),
+            Some("Sidecar" | "NetworkPolicy")
+        );
+    match (
+        merged,
+        outputs::service_of(obj),
+        outputs::str_at(obj, "/metadata/namespace"),
+    ) {
+        (true, Some(svc), Some(ns)) => rendered.rejected_concerns(ns, svc),
+        _ => false,
+    }
+}
+
+fn dynamic_api(ctx: &Context, key: &ObjectKey) -> Option<Api<DynamicObject>> {
+    let ar = outputs::output_resource(key.kind)?;
+    Some(Api::namespaced_with(
+        ctx.client.clone(),
+        &key.namespace,
+        &ar,
+    ))
+}
+
+fn digest(v: &Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+async fn place(
+    ctx: &Context,
+    rendered: &Rendered,
+    live: &BTreeMap<ObjectKey, Value>,
+    mut obj: Value,
+) -> Placed {
+    let Some(key) = ObjectKey::of(&obj) else {
+        return Placed::Failed(format!(
+            "packlight rendered an object of an unknown kind: {}",
+            outputs::str_at(&obj, "/kind").unwrap_or_default()
+        ));
+    };
+    let Some(api) = dynamic_api(ctx, &key) else {
+        return Placed::Failed(format!("no API for {key}"));
+    };
+    add_owner(&mut obj, rendered);
+    let current = match live.get(&key) {
+        Some(v) => Some(v.clone()),
+        None => {
+            // Not among the managed objects we watch: make sure nobody
+            // else's object has this name before creating it.
+            ctx.stats.reads.fetch_add(1, Ordering::Relaxed);
+            match api.get_opt(&key.name).await {
+                Ok(Some(found)) => {
+                    let v = serde_json::to_value(&found).unwrap_or(Value::Null);
+                    if !outputs::is_managed(&v) {
+                        return Placed::Conflict(key.to_string());
+                    }
+                    Some(v)
+                }
+                Ok(None) => None,
+                Err(e) => return Placed::Failed(format!("reading {key}: {e}")),
+            }
+        }
+    };
+    let hash = digest(&obj);
+    if let Some(cur) = &current {
+        if is_protected(rendered, cur) {
+            return Placed::Kept;
+        }
+        let rv = outputs::str_at(cur, "/metadata/resourceVersion").unwrap_or_default();
+        let remembered = ctx
+            .applied
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+            .is_some_and(|(h, r)| h == hash && r == rv);
+        if remembered || outputs::is_subset(&obj, cur) {
+            return Placed::Unchanged;
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER)
+        .force()
+        .validation_strict();
+    ctx.stats.applies.fetch_add(1, Ordering::Relaxed);
+    match api.patch(&key.name, &params, &Patch::Apply(&obj)).await {
+        Ok(after) => {
+            tracing::info!(object = %key, "applied");
+            if let (Ok(mut m), Some(rv)) = (ctx.applied.lock(), after.resource_version()) {
+                m.insert(key, (hash, rv));
+            }
+            Placed::Applied
+        }
+        Err(e) => {
+            tracing::warn!(object = %key, error = %e, "apply failed");
+            Placed::Failed(format!("applying {key}: {e}"))
+        }
+    }
+}
+
+async fn delete(ctx: &Context, key: &ObjectKey) -> Result<(), kube::Error> {
+    let Some(api) = dynamic_api(ctx, key) else {
+        return Ok(());
+    };
+    ctx.stats.deletes.fetch_add(1, Ordering::Relaxed);
+    match api.delete(&key.name, &DeleteParams::background()).await {
+        Ok(_) => {
+            tracing::info!(object = %key, "deleted orphan");
+            if let Ok(mut m) = ctx.applied.lock() {
+                m.remove(key);
+            }
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Owner reference to the source resource when it is in the same
+/// namespace: deleting the resource deletes its objects (garbage
+/// collector). Objects elsewhere are cleaned up by label.
+fn add_owner(obj: &mut Value, rendered: &Rendered) {
+    let Some(source) = outputs::source_of(obj) else {
+        return;
+    };
+    if outputs::str_at(obj, "/metadata/namespace") != Some(source.namespace.as_str()) {
+        return;
+    }
+    let Some(meta) = rendered.sources.get(&source) else {
+        return;
+    };
+    obj["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": meta.api_version,
+        "kind": source.kind,
+        "name": source.name,
+        "uid": meta.uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }]);
+}
+
+async fn statuses<K: SourceKind>(
+    ctx: &Context,
+    store: &Store<K>,
+    ns: &str,
+    rendered: &Rendered,
+    outcomes: &BTreeMap<ResourceId, Outcome>,
+) -> Result<(), Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    for obj in store.state() {
+        if obj.namespace().as_deref() != Some(ns) {
+            continue;
+        }
+        let id = ResourceId {
+            kind: K::KIND.to_string(),
+            namespace: ns.to_string(),
+            name: obj.name_any(),
+        };
+        // Changed since the model was built: the revision moved, and the
+        // reconcile it triggers writes this status.
+        match rendered.sources.get(&id) {
+            Some(meta)
+                if meta.generation == obj.meta().generation
+                    && Some(&meta.uid) == obj.meta().uid.as_ref() => {}
+            _ => continue,
+        }
+        let value = serde_json::to_value(&*obj).map_err(Error::Json)?;
+        let current = value.get("status").cloned().unwrap_or(Value::Null);
+        let outcome = outcomes.get(&id).cloned().unwrap_or_default();
+        let conds = status::conditions(&rendered.model, &id, &outcome);
+        let next = status::status_value(&current, obj.meta().generation, &conds, K::KIND, &value);
+        if status::write(&api, &ctx.recorder, &obj, &current, &next, &conds).await? {
+            ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// The requeue delay after the `n`th failure in a row: exponential from
+/// 500 ms to 5 minutes, with ±50 % jitter.
+pub fn backoff(n: u32, jitter_seed: u64) -> Duration {
+    let base_ms = 500u64.saturating_mul(1u64 << n.min(20)).min(300_000);
+    // jitter in [0.5, 1.5)
+    let jitter = 0.5 + (jitter_seed % 1000) as f64 / 1000.0;
+    Duration::from_millis((base_ms as f64 * jitter) as u64)
+}
+
+/// The error policy: back off per namespace, with jitter.
+pub fn error_policy(ns: Arc<Namespace>, _err: &Error, ctx: Arc<Context>) -> Action {
+    let name = ns.name_any();
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(name.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let seed = std::collections::hash_map::RandomState::new().hash_one((&name, n));
+    Action::requeue(backoff(n, seed))
+}
+
+/// Failures in a row, per namespace.
+pub type Failures = std::sync::Mutex<HashMap<String, u32>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        assert_eq!(backoff(1, 500), Duration::from_millis(1000));
+        assert!(backoff(1, 0) < backoff(1, 999));
+        assert!(backoff(3, 500) > backoff(1, 999));
+        assert!(backoff(40, 999) <= Duration::from_millis(450_000));
+    }
+}

@@ -1,0 +1,460 @@
+//! The operator against a real kube-apiserver (`packlight-testenv`), running
+//! under its own ServiceAccount and `deploy/rbac.yaml`'s ClusterRole.
+//!
+//! Each test has its own namespace and its own operator scoped to it, so
+//! the tests run in parallel without seeing each other.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::{Harness, condition, eventually};
+
+const MICROSERVICE: &str = r#"
+apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {name: httpbin}
+spec:
+  port: 8000
+  protocol: http
+  versions:
+  - {version: "1.0", image: "example/httpbin:1.0", replicas: 2}
+  - {version: "1.1", image: "example/httpbin:1.1"}
+  - {version: "2.0", image: "example/httpbin:2.0"}
+"#;
+
+fn route(w10: u32, w11: u32, major2: &str) -> String {
+    format!(
+        r#"
+apiVersion: packlight.dev/v1alpha1
+kind: Route
+metadata: {{name: httpbin}}
+spec:
+  service: httpbin
+  rules:
+  - {{version: "1.0", weight: {w10}}}
+  - {{version: "1.1", weight: {w11}}}
+  - {{version: "{major2}", weight: 100}}
+  - version: "{major2}"
+    matches: [{{headers: {{gray: {{exact: "1"}}}}}}]
+"#
+    )
+}
+
+/// `(route name, [(subset, weight)])` of a VirtualService.
+fn splits(vs: &Value) -> Vec<(String, Vec<(String, u64)>)> {
+    vs["spec"]["http"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let dests = r["route"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    (
+                        d["destination"]["subset"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        d["weight"].as_u64().unwrap_or(100),
+                    )
+                })
+                .collect();
+            (r["name"].as_str().unwrap_or_default().to_string(), dests)
+        })
+        .collect()
+}
+
+fn default_split(vs: &Value) -> Vec<(String, u64)> {
+    splits(vs)
+        .into_iter()
+        .find(|(n, _)| n == "default")
+        .map(|(_, d)| d)
+        .unwrap_or_default()
+}
+
+fn pairs(p: &[(&str, u64)]) -> Vec<(String, u64)> {
+    p.iter().map(|(s, w)| (s.to_string(), *w)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() -> anyhow::Result<()>
+{
+    let h = Harness::start("op-route").await?;
+    h.apply(MICROSERVICE).await?;
+    h.apply(&route(80, 20, "2.0")).await?;
+
+    let r = h
+        .wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
+        .await?;
+    assert_eq!(
+        condition(&r, "Accepted").unwrap()["reason"],
+        "Valid",
+        "{}",
+        r["status"]
+    );
+    assert_eq!(r["status"]["split"], "1.0=80,1.1=20,2.0=100");
+    assert_eq!(r["status"]["observedGeneration"], 1);
+    h.wait_condition(
+        "Microservice",
+        "httpbin",
+        "Programmed",
+        "True",
+        "Programmed",
+    )
+    .await?;
+
+    let vs = h
+        .get_output("VirtualService", "httpbin")
+        .await?
+        .context("VirtualService")?;
+    assert_eq!(
+        default_split(&vs),
+        pairs(&[("v1-0", 80), ("v1-1", 20)]),
+        "{}",
+        vs["spec"]
+    );
+    let names: Vec<String> = splits(&vs).into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"major-2".to_string()), "{names:?}");
+    let owner = &vs["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Route");
+    assert_eq!(owner["uid"], r["metadata"]["uid"]);
+    assert_eq!(owner["controller"], true);
+    let dr = h
+        .get_output("DestinationRule", "httpbin")
+        .await?
+        .context("DestinationRule")?;
+    let subsets: Vec<(&str, &str)> = dr["spec"]["subsets"]
+        .as_array()
+        .context("subsets")?
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default(),
+                s["labels"]["version"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subsets,
+        vec![("v1-0", "1.0"), ("v1-1", "1.1"), ("v2-0", "2.0")]
+    );
+    for name in ["httpbin-v1-0", "httpbin-v1-1", "httpbin-v2-0"] {
+        let d = h.get_output("Deployment", name).await?.context(name)?;
+        assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "Microservice");
+    }
+
+    // An Event marks the transition to Programmed.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(h.admin.clone(), h.name());
+    eventually(
+        "a Programmed event on the Route",
+        Duration::from_secs(10),
+        || async {
+            Ok(events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Route")
+                        && e.reason.as_deref() == Some("Programmed")
+                }))
+        },
+    )
+    .await?;
+
+    // Weights change: the VirtualService follows.
+    h.apply(&route(50, 50, "2.0")).await?;
+    let last = std::cell::RefCell::new(Value::Null);
+    eventually(
+        "the VirtualService at 50/50",
+        Duration::from_secs(30),
+        || {
+            let last = &last;
+            let h = &h;
+            async move {
+                let vs = h
+                    .get_output("VirtualService", "httpbin")
+                    .await?
+                    .unwrap_or_default();
+                let ok = default_split(&vs) == pairs(&[("v1-0", 50), ("v1-1", 50)]);
+                *last.borrow_mut() = vs;
+                Ok(ok)
+            }
+        },
+    )
+    .await
+    .with_context(|| format!("last: {}", last.borrow()["spec"]))?;
+    let r = h
+        .wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
+        .await?;
+    assert_eq!(r["status"]["observedGeneration"], 2);
+    assert_eq!(r["status"]["split"], "1.0=50,1.1=50,2.0=100");
+
+    // Steady state: nothing is written, by the counters and by the API
+    // server's resourceVersions.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = h.versions().await?;
+    let writes = h.stats.writes();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        h.stats.writes(),
+        writes,
+        "the operator wrote in steady state"
+    );
+    assert_eq!(
+        h.versions().await?,
+        before,
+        "resourceVersions moved in steady state"
+    );
+
+    // An invalid change (a version the Microservice lacks) is reported and
+    // keeps the last good output.
+    h.apply(&route(50, 50, "3.0")).await?;
+    let r = h
+        .wait_condition("Route", "httpbin", "Accepted", "False", "Invalid")
+        .await?;
+    let msg = condition(&r, "Accepted").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("3.0"), "{msg}");
+    assert_eq!(condition(&r, "Programmed").unwrap()["reason"], "Pending");
+    assert_eq!(
+        r["status"]["split"], "1.0=50,1.1=50,2.0=100",
+        "the last accepted split stays"
+    );
+    let vs = h
+        .get_output("VirtualService", "httpbin")
+        .await?
+        .context("VirtualService kept")?;
+    assert_eq!(default_split(&vs), pairs(&[("v1-0", 50), ("v1-1", 50)]));
+    assert!(h.get_output("DestinationRule", "httpbin").await?.is_some());
+
+    // Fixed again: programmed again.
+    h.apply(&route(90, 10, "2.0")).await?;
+    h.wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
+        .await?;
+
+    // Delete: its outputs are gone, the Microservice's stay.
+    h.packlight("Route")
+        .delete("httpbin", &DeleteParams::default())
+        .await?;
+    eventually(
+        "VirtualService and DestinationRule gone",
+        Duration::from_secs(30),
+        || async {
+            Ok(h.get_output("VirtualService", "httpbin").await?.is_none()
+                && h.get_output("DestinationRule", "httpbin").await?.is_none())
+        },
+    )
+    .await?;
+    assert!(h.get_output("Deployment", "httpbin-v1-0").await?.is_some());
+    h.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_renders_its_objects() -> anyhow::Result<()> {
+    let h = Harness::start("op-kinds").await?;
+    h.apply(
+        r#"
+apiVersion: packlight.dev/v1alpha1
+kind: MeshPolicy
+metadata: {name: default}
+spec: {mtls: strict, access: deny, egress: deny}
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {name: httpbin}
+spec:
+  port: 8000
+  versions: [{version: "1.0", image: "example/httpbin:1.0"}]
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {name: sleep}
+spec:
+  port: 8080
+  versions: [{version: "1.0", image: "example/sleep:1.0"}]
+---
+apiVersion: packlight.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: httpbin}
+spec:
+  service: httpbin
+  allow:
+  - {from: [sleep], methods: [GET], paths: ["/status/*"]}
+  - ingress: true
+---
+apiVersion: packlight.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: sleep-egress}
+spec:
+  service: sleep
+  hosts: ["www.aliyun.com"]
+---
+apiVersion: packlight.dev/v1alpha1
+kind: IngressPolicy
+metadata: {name: data}
+spec:
+  hosts: ["data.example.com"]
+  routes: [{pathPrefix: /httpbin, service: httpbin}]
+  cors: {allowOrigins: ["https://console.example.com"], allowMethods: [GET]}
+  rateLimit: {requests: 100, per: second}
+"#,
+    )
+    .await?;
+    for (kind, name) in [
+        ("MeshPolicy", "default"),
+        ("Microservice", "httpbin"),
+        ("Microservice", "sleep"),
+        ("AccessPolicy", "httpbin"),
+        ("EgressPolicy", "sleep-egress"),
+        ("IngressPolicy", "data"),
+    ] {
+        h.wait_condition(kind, name, "Programmed", "True", "Programmed")
+            .await?;
+    }
+    let ns = h.name().to_string();
+    let get = |kind: &'static str, name: String| {
+        let h = &h;
+        async move {
+            h.get_output(kind, &name)
+                .await?
+                .with_context(|| format!("{kind} {name}"))
+        }
+    };
+    let pa = get("PeerAuthentication", "default".into()).await?;
+    assert_eq!(pa["spec"]["mtls"]["mode"], "STRICT");
+    let deny = get("AuthorizationPolicy", "deny-all".into()).await?;
+    assert_eq!(deny["spec"], json!({}));
+    let allow = get("AuthorizationPolicy", "httpbin".into()).await?;
+    assert!(
+        allow["spec"]
+            .to_string()
+            .contains(&format!("cluster.local/ns/{ns}/sa/sleep")),
+        "{}",
+        allow["spec"]
+    );
+    let sidecar = get("Sidecar", "sleep".into()).await?;
+    let hosts = sidecar["spec"]["egress"][0]["hosts"].to_string();
+    assert!(hosts.contains("./www.aliyun.com"), "{hosts}");
+    assert_eq!(
+        sidecar["spec"]["outboundTrafficPolicy"]["mode"],
+        "REGISTRY_ONLY"
+    );
+    get("Sidecar", "default".into()).await?;
+    let se = get("ServiceEntry", "sleep-egress-www-aliyun-com-80-443".into()).await?;
+    assert_eq!(se["spec"]["hosts"], json!(["www.aliyun.com"]));
+    get("NetworkPolicy", "httpbin".into()).await?;
+    let gw = get("Gateway", format!("{ns}-data")).await?;
+    assert_eq!(
+        gw["metadata"]["labels"]["packlight.dev/source-namespace"],
+        ns.as_str()
+    );
+    let ivs = get("VirtualService", "ingress-data".into()).await?;
+    assert!(
+        ivs["spec"]["http"].to_string().contains("corsPolicy"),
+        "{}",
+        ivs["spec"]
+    );
+    get("EnvoyFilter", format!("{ns}-data")).await?;
+    get("Service", "httpbin".into()).await?;
+    get("ServiceAccount", "sleep".into()).await?;
+
+    // The egress whitelist goes away: its ServiceEntry is deleted and the
+    // Sidecar no longer lists the host.
+    h.packlight("EgressPolicy")
+        .delete("sleep-egress", &DeleteParams::default())
+        .await?;
+    eventually(
+        "egress whitelist removed",
+        Duration::from_secs(30),
+        || async {
+            let se = h
+                .get_output("ServiceEntry", "sleep-egress-www-aliyun-com-80-443")
+                .await?;
+            let sc = h.get_output("Sidecar", "sleep").await?.unwrap_or_default();
+            Ok(se.is_none() && !sc["spec"].to_string().contains("aliyun"))
+        },
+    )
+    .await?;
+    h.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_reported_and_foreign_objects_never_overwritten() -> anyhow::Result<()> {
+    let h = Harness::start("op-conflict").await?;
+    // Someone else's VirtualService named like the Route's output.
+    let foreign = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "httpbin", "namespace": h.name()},
+        "spec": {"hosts": ["someone-else"], "http": [{"route": [{"destination": {"host": "someone-else"}}]}]},
+    });
+    h.output("VirtualService")
+        .patch(
+            "httpbin",
+            &PatchParams::apply("someone"),
+            &Patch::Apply(&foreign),
+        )
+        .await?;
+    h.apply(MICROSERVICE).await?;
+    h.apply(&route(80, 20, "2.0")).await?;
+    let r = h
+        .wait_condition("Route", "httpbin", "Accepted", "False", "Conflict")
+        .await?;
+    let msg = condition(&r, "Accepted").unwrap()["message"].to_string();
+    assert!(
+        msg.contains("VirtualService") && msg.contains("not managed by packlight"),
+        "{msg}"
+    );
+    let vs = h
+        .get_output("VirtualService", "httpbin")
+        .await?
+        .context("VS")?;
+    assert_eq!(vs["spec"]["hosts"], json!(["someone-else"]), "overwritten");
+    // The DestinationRule, not in anyone's way, is applied.
+    assert!(h.get_output("DestinationRule", "httpbin").await?.is_some());
+
+    // Two Routes for one service: both report Conflict.
+    h.apply(
+        r#"
+apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {name: web}
+spec:
+  port: 80
+  versions: [{version: "1.0", image: "example/web:1.0"}]
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Route
+metadata: {name: web-a}
+spec:
+  service: web
+  rules: [{version: "1.0", weight: 100}]
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Route
+metadata: {name: web-b}
+spec:
+  service: web
+  rules: [{version: "1.0", weight: 100}]
+"#,
+    )
+    .await?;
+    for name in ["web-a", "web-b"] {
+        let r = h
+            .wait_condition("Route", name, "Accepted", "False", "Conflict")
+            .await?;
+        let msg = condition(&r, "Accepted").unwrap()["message"].to_string();
+        assert!(msg.contains("web-a") && msg.contains("web-b"), "{msg}");
+    }
+    h.finish().await
+}
