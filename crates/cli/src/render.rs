@@ -131,49 +131,33 @@ pub fn render(args: RenderArgs) -> anyhow::Result<u8> {
     let Some((model, texts)) = load(&args.input)? else {
         return Ok(exit::INVALID);
     };
-    let objects = packlight_istio::render(&model.mesh, &opts);
-    drop(model);
-    if args.stats {
-        let in_objects = texts
-            .iter()
-            .map(|t| {
-                packlight_model::source::parse_yaml(&t.text, None)
-                    .map(|d| d.iter().filter(|d| !d.value.is_null()).count())
-                    .unwrap_or(0)
-            })
-            .sum::<usize>();
-        let in_lines: usize = texts.iter().map(|t| meaningful_lines(&t.text)).sum();
-        write_stdout(&stats(in_lines, in_objects, &objects)?)?;
+    if !args.stats {
+        drop(texts);
+        write_objects(&model, &opts, args.output)?;
         return Ok(exit::OK);
     }
-    write_objects(&objects, args.output)?;
+    let objects = packlight_istio::render(&model.mesh, &opts);
+    drop(model);
+    let in_objects = texts
+        .iter()
+        .map(|t| {
+            packlight_model::source::parse_yaml(&t.text, None)
+                .map(|d| d.iter().filter(|d| !d.value.is_null()).count())
+                .unwrap_or(0)
+        })
+        .sum::<usize>();
+    let in_lines: usize = texts.iter().map(|t| meaningful_lines(&t.text)).sum();
+    write_stdout(&stats(in_lines, in_objects, &objects)?)?;
     Ok(exit::OK)
 }
 
-/// Streams the objects to stdout, one at a time (no second copy of the
-/// whole output in memory).
-fn write_objects(objects: &[Value], output: Output) -> anyhow::Result<()> {
+/// Renders and writes the objects to stdout as they are made, one kind
+/// at a time (no list of every object, no second copy of the output).
+fn write_objects(model: &Model, opts: &RenderOptions, output: Output) -> anyhow::Result<()> {
     let stdout = std::io::stdout().lock();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout);
     let result = (|| -> anyhow::Result<()> {
-        match output {
-            Output::Yaml => {
-                for o in objects {
-                    out.write_all(b"---\n")?;
-                    serde_yaml::to_writer(&mut out, o).context("encoding YAML")?;
-                }
-            }
-            Output::Json => {
-                out.write_all(
-                    b"{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [",
-                )?;
-                for (i, o) in objects.iter().enumerate() {
-                    out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-                    serde_json::to_writer_pretty(&mut out, o)?;
-                }
-                out.write_all(b"\n  ]\n}\n")?;
-            }
-        }
+        write_rendered(&mut out, model, opts, output)?;
         out.flush()?;
         Ok(())
     })();
@@ -186,6 +170,65 @@ fn write_objects(objects: &[Value], output: Output) -> anyhow::Result<()> {
             Ok(())
         }
         r => r,
+    }
+}
+
+/// Renders `model` into `out` as `render -o` prints it: YAML documents,
+/// or a JSON `List`. The first write error stops rendering.
+fn write_rendered<W: Write>(
+    out: &mut W,
+    model: &Model,
+    opts: &RenderOptions,
+    output: Output,
+) -> anyhow::Result<()> {
+    let mut failed: Option<anyhow::Error> = None;
+    match output {
+        Output::Yaml => {
+            let mut yaml = packlight_istio::yaml::YamlWriter::new();
+            packlight_istio::render_each(&model.mesh, opts, |o| {
+                if failed.is_none()
+                    && let Err(e) = yaml.document(out, o)
+                {
+                    failed = Some(match e {
+                        packlight_istio::yaml::YamlError::Io(e) => e.into(),
+                        e => anyhow::Error::new(e).context("encoding YAML"),
+                    });
+                }
+            });
+        }
+        Output::Json => {
+            out.write_all(b"{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [")?;
+            let mut first = true;
+            packlight_istio::render_each(&model.mesh, opts, |o| {
+                if failed.is_some() {
+                    return;
+                }
+                let r = out
+                    .write_all(if first { b"\n" } else { b",\n" })
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| serde_json::to_writer_pretty(&mut *out, o).map_err(json_error));
+                first = false;
+                if let Err(e) = r {
+                    failed = Some(e);
+                }
+            });
+            if failed.is_none() {
+                out.write_all(b"\n  ]\n}\n")?;
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A JSON writing error; an I/O one stays an `io::Error` (so a closed pipe
+/// is recognised).
+fn json_error(e: serde_json::Error) -> anyhow::Error {
+    match e.io_error_kind() {
+        Some(kind) => std::io::Error::from(kind).into(),
+        None => e.into(),
     }
 }
 

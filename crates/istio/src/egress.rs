@@ -12,21 +12,27 @@
 //! cannot be told apart by name): whitelist its addresses as a CIDR
 //! entry instead, which is `TCP` on every port, matched by address.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use packlight_model::ir::{EgressHost, Mesh, Service, ServiceKey};
-use serde_json::{Value, json};
 
-use crate::meta::{Labels, NETWORKING, object, slug};
+use crate::meta::{Labels, slug};
+use crate::object::{
+    EgressHosts, EntryPort, Kind, Object, Pairs, ServiceEntrySpec, SidecarSpec, Spec,
+    WorkloadSelector,
+};
 
 /// The suffix of the synthetic host of a CIDR entry.
 pub const CIDR_HOST_SUFFIX: &str = "cidr.packlight.internal";
 
-/// ServiceEntries and Sidecars.
-pub fn render(mesh: &Mesh) -> Vec<Value> {
-    let mut out = service_entries(mesh);
-    out.extend(sidecars(mesh));
-    out
+/// The egress objects of `kind` (ServiceEntry, Sidecar).
+pub(crate) fn emit<'a>(mesh: &'a Mesh, kind: Kind, out: &mut Vec<Object<'a>>) {
+    match kind {
+        Kind::ServiceEntry => service_entries(mesh, out),
+        Kind::Sidecar => sidecars(mesh, out),
+        _ => {}
+    }
 }
 
 /// The host a ServiceEntry declares for an entry: the name, or a
@@ -38,8 +44,9 @@ pub fn entry_host(h: &EgressHost) -> String {
     }
 }
 
-fn service_entries(mesh: &Mesh) -> Vec<Value> {
-    let mut out: BTreeMap<(String, String), Value> = BTreeMap::new();
+fn service_entries<'a>(mesh: &'a Mesh, out: &mut Vec<Object<'a>>) {
+    // One entry per namespace and name: the first one wins.
+    let mut entries: BTreeMap<(&'a str, String), Object<'a>> = BTreeMap::new();
     for (id, grant) in &mesh.egress {
         let mut labels = Labels::managed().source(id);
         if let Some(s) = &grant.service {
@@ -48,49 +55,67 @@ fn service_entries(mesh: &Mesh) -> Vec<Value> {
         for h in &grant.hosts {
             let ports: Vec<String> = h.ports().iter().map(u16::to_string).collect();
             let name = format!("{}-{}-{}", id.name, slug(&h.to_string()), ports.join("-"));
+            let key = (grant.namespace.as_str(), name);
+            if entries.contains_key(&key) {
+                continue;
+            }
             let spec = match h {
-                EgressHost::Dns { .. } => json!({
-                    "hosts": [entry_host(h)],
-                    "exportTo": ["."],
-                    "location": "MESH_EXTERNAL",
-                    "resolution": if h.is_wildcard() { "NONE" } else { "DNS" },
-                    "ports": h.ports().iter().map(|&p| dns_port(p)).collect::<Vec<_>>(),
-                }),
-                EgressHost::Cidr { net, .. } => json!({
-                    "hosts": [entry_host(h)],
-                    "addresses": [net.to_string()],
-                    "exportTo": ["."],
-                    "location": "MESH_EXTERNAL",
-                    "resolution": "NONE",
-                    "ports": h.ports().iter().map(|&p| json!({"number": p, "name": format!("tcp-{p}"), "protocol": "TCP"})).collect::<Vec<_>>(),
-                }),
+                EgressHost::Dns { .. } => ServiceEntrySpec {
+                    addresses: None,
+                    export_to: ["."],
+                    hosts: [entry_host(h)],
+                    location: "MESH_EXTERNAL",
+                    ports: h.ports().iter().map(|&p| dns_port(p)).collect(),
+                    resolution: if h.is_wildcard() { "NONE" } else { "DNS" },
+                },
+                EgressHost::Cidr { net, .. } => ServiceEntrySpec {
+                    addresses: Some([net.to_string()]),
+                    export_to: ["."],
+                    hosts: [entry_host(h)],
+                    location: "MESH_EXTERNAL",
+                    ports: h
+                        .ports()
+                        .iter()
+                        .map(|&p| EntryPort {
+                            name: format!("tcp-{p}"),
+                            number: p,
+                            protocol: "TCP",
+                        })
+                        .collect(),
+                    resolution: "NONE",
+                },
             };
-            out.entry((grant.namespace.clone(), name.clone()))
-                .or_insert_with(|| {
-                    object(
-                        NETWORKING,
-                        "ServiceEntry",
-                        &grant.namespace,
-                        &name,
-                        &labels,
-                        spec,
-                    )
-                });
+            let object = Object::typed(
+                Kind::ServiceEntry,
+                grant.namespace.as_str(),
+                key.1.clone(),
+                labels.clone(),
+                Spec::ServiceEntry(spec),
+            );
+            entries.insert(key, object);
         }
     }
-    out.into_values().collect()
+    out.extend(entries.into_values());
 }
 
-fn dns_port(p: u16) -> Value {
+fn dns_port(p: u16) -> EntryPort {
     if p == 80 {
-        json!({"number": p, "name": format!("http-{p}"), "protocol": "HTTP"})
+        EntryPort {
+            name: format!("http-{p}"),
+            number: p,
+            protocol: "HTTP",
+        }
     } else {
-        json!({"number": p, "name": format!("tls-{p}"), "protocol": "TLS"})
+        EntryPort {
+            name: format!("tls-{p}"),
+            number: p,
+            protocol: "TLS",
+        }
     }
 }
 
-fn sidecars(mesh: &Mesh) -> Vec<Value> {
-    let mut out = Vec::new();
+fn sidecars<'a>(mesh: &'a Mesh, out: &mut Vec<Object<'a>>) {
+    let registry_only = || Pairs([("mode", Cow::Borrowed("REGISTRY_ONLY"))]);
     for (ns, policy) in &mesh.namespaces {
         if !policy.egress_deny {
             continue;
@@ -99,15 +124,20 @@ fn sidecars(mesh: &Mesh) -> Vec<Value> {
         if let Some(src) = &policy.source {
             labels = labels.source(src);
         }
-        out.push(object(
-            NETWORKING,
-            "Sidecar",
-            ns,
+        out.push(Object::typed(
+            Kind::Sidecar,
+            ns.as_str(),
             "default",
-            &labels,
-            json!({
-                "egress": [{"hosts": ["*/*.svc.cluster.local", "istio-system/*"]}],
-                "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+            labels,
+            Spec::Sidecar(SidecarSpec {
+                egress: [EgressHosts {
+                    hosts: vec![
+                        "*/*.svc.cluster.local".to_string(),
+                        "istio-system/*".to_string(),
+                    ],
+                }],
+                outbound_traffic_policy: registry_only(),
+                workload_selector: None,
             }),
         ));
         let workloads = mesh
@@ -116,21 +146,23 @@ fn sidecars(mesh: &Mesh) -> Vec<Value> {
         for (key, svc) in workloads.take_while(|(k, _)| k.namespace == *ns) {
             let Some(w) = &svc.workload else { continue };
             let labels = Labels::managed().service(&key.name).source(&w.source);
-            out.push(object(
-                NETWORKING,
-                "Sidecar",
-                ns,
-                &key.name,
-                &labels,
-                json!({
-                    "workloadSelector": {"labels": {"app": key.name}},
-                    "egress": [{"hosts": egress_hosts(mesh, svc)}],
-                    "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+            out.push(Object::typed(
+                Kind::Sidecar,
+                ns.as_str(),
+                key.name.as_str(),
+                labels,
+                Spec::Sidecar(SidecarSpec {
+                    egress: [EgressHosts {
+                        hosts: egress_hosts(mesh, svc),
+                    }],
+                    outbound_traffic_policy: registry_only(),
+                    workload_selector: Some(WorkloadSelector {
+                        labels: Pairs([("app", Cow::Borrowed(key.name.as_str()))]),
+                    }),
                 }),
             ));
         }
     }
-    out
 }
 
 /// A workload's Sidecar egress hosts: whole namespaces it may call

@@ -33,6 +33,7 @@ use crate::meta::{
     Labels, NETWORKING, NETWORKING_ALPHA3, SECURITY, SOURCE_NAMESPACE, duration, object,
     prefix_regex, regex_prefix,
 };
+use crate::object::Object;
 use crate::route::http_routes;
 
 /// The gateway port packlight serves (HTTP).
@@ -52,6 +53,14 @@ pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
         out.push(shared_filters(opts));
     }
     out
+}
+
+/// [`render`]'s objects, each with its kind.
+pub(crate) fn objects(mesh: &Mesh, opts: &RenderOptions) -> Vec<Object<'static>> {
+    render(mesh, opts)
+        .into_iter()
+        .filter_map(Object::from_value)
+        .collect()
 }
 
 fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) -> Vec<Value> {

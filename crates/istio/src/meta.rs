@@ -69,6 +69,12 @@ impl Labels {
     }
 }
 
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 /// A full object: `apiVersion`, `kind`, `metadata` and `spec`.
 pub fn object(
     api_version: &str,

@@ -6,18 +6,26 @@
 //!
 //! A service without a Route gets neither: plain Service behaviour.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use packlight_model::Version;
-use packlight_model::ir::{
-    MajorAddress, MatchItem, Mesh, RouteTable, Service, StringMatcher, VERSION_HEADER,
-};
+use packlight_model::ir::{MajorAddress, MatchItem, Mesh, RouteTable, Service, StringMatcher};
 use packlight_model::routing::{Vantage, major_path};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
-use crate::meta::{Labels, NETWORKING, compact, duration, host_regex, object, prefix_regex};
+use crate::meta::{Labels, duration, host_regex, prefix_regex};
+use crate::object::{
+    ConnectionPool, DestinationRuleSpec, HttpRoute, Kind, MatchRequest, MaxConnections, Object,
+    OutlierDetection, Percentage, PortNumber, Regex, ResponseHeaders, Retries, RouteDestination,
+    Spec, StringMatch, Subset, Target, TrafficPolicy, VirtualServiceSpec,
+};
 
-/// Every Route's VirtualService and DestinationRule.
-pub fn render(mesh: &Mesh) -> Vec<Value> {
-    let mut out = Vec::new();
+/// The route objects of `kind` (VirtualService, DestinationRule).
+pub(crate) fn emit<'a>(mesh: &'a Mesh, kind: Kind, out: &mut Vec<Object<'a>>) {
+    if !matches!(kind, Kind::VirtualService | Kind::DestinationRule) {
+        return;
+    }
     for svc in mesh.services.values() {
         let Some(table) = &svc.route else { continue };
         let (ns, name) = (svc.key.namespace.as_str(), svc.key.name.as_str());
@@ -25,107 +33,128 @@ pub fn render(mesh: &Mesh) -> Vec<Value> {
         if let Some(src) = &svc.route_source {
             labels = labels.source(src);
         }
-        out.push(object(
-            NETWORKING,
-            "VirtualService",
-            ns,
-            name,
-            &labels,
-            json!({
-                "hosts": [svc.key.fqdn()],
-                "http": http_routes(svc, table, Vantage::Mesh, ""),
-            }),
-        ));
-        out.push(object(
-            NETWORKING,
-            "DestinationRule",
-            ns,
-            name,
-            &labels,
-            destination_rule(svc, table),
-        ));
+        let spec = if kind == Kind::VirtualService {
+            Spec::VirtualService(VirtualServiceSpec {
+                hosts: [svc.key.fqdn()],
+                http: typed_http_routes(svc, table, Vantage::Mesh, ""),
+            })
+        } else {
+            Spec::DestinationRule(destination_rule(svc, table))
+        };
+        out.push(Object::typed(kind, ns, name, labels, spec));
     }
-    out
 }
 
-fn destination_rule(svc: &Service, table: &RouteTable) -> Value {
-    let subsets: Vec<Value> = svc
+fn destination_rule(svc: &Service, table: &RouteTable) -> DestinationRuleSpec {
+    let subsets = svc
         .versions()
         .iter()
-        .map(|v| json!({"name": v.subset(), "labels": {"version": v.to_string()}}))
+        .map(|v| Subset {
+            version: v.to_string(),
+            name: v.subset(),
+        })
         .collect();
-    let mut spec = json!({"host": svc.key.fqdn(), "subsets": subsets});
-    if let Some(cb) = &table.circuit_breaker {
-        let mut policy = Map::new();
-        let outlier = compact(json!({
-            "consecutive5xxErrors": cb.consecutive_5xx,
-            "interval": cb.interval.map(duration),
-            "baseEjectionTime": cb.base_ejection.map(duration),
-        }));
-        if outlier.as_object().is_some_and(|o| !o.is_empty()) {
-            policy.insert("outlierDetection".into(), outlier);
+    let traffic_policy = table.circuit_breaker.as_ref().map(|cb| {
+        let outlier = OutlierDetection {
+            base_ejection_time: cb.base_ejection.map(duration),
+            consecutive_5xx_errors: cb.consecutive_5xx,
+            interval: cb.interval.map(duration),
+        };
+        let empty = outlier.base_ejection_time.is_none()
+            && outlier.consecutive_5xx_errors.is_none()
+            && outlier.interval.is_none();
+        TrafficPolicy {
+            connection_pool: cb.max_connections.map(|max| ConnectionPool {
+                tcp: MaxConnections {
+                    max_connections: max,
+                },
+            }),
+            outlier_detection: (!empty).then_some(outlier),
         }
-        if let Some(max) = cb.max_connections {
-            policy.insert(
-                "connectionPool".into(),
-                json!({"tcp": {"maxConnections": max}}),
-            );
-        }
-        spec["trafficPolicy"] = Value::Object(policy);
+    });
+    DestinationRuleSpec {
+        host: svc.key.fqdn(),
+        subsets,
+        traffic_policy,
     }
-    spec
 }
 
 /// The HTTP routes of one service's table, seen from `vantage`, in the
-/// normative order. At the ingress every match is AND-ed with the ingress
-/// prefix, host majors come first and path majors are `<prefix>/vN`.
-/// Route names start with `name_prefix`.
+/// normative order, as JSON. At the ingress every match is AND-ed with
+/// the ingress prefix, host majors come first and path majors are
+/// `<prefix>/vN`. Route names start with `name_prefix`.
 pub fn http_routes(
     svc: &Service,
     table: &RouteTable,
     vantage: Vantage<'_>,
     name_prefix: &str,
 ) -> Vec<Value> {
+    typed_http_routes(svc, table, vantage, name_prefix)
+        .iter()
+        // Plain data with string keys: serialising it cannot fail.
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// [`http_routes`], typed.
+pub(crate) fn typed_http_routes<'a>(
+    svc: &'a Service,
+    table: &'a RouteTable,
+    vantage: Vantage<'_>,
+    name_prefix: &str,
+) -> Vec<HttpRoute<'a>> {
     let ingress_uri = match vantage {
         Vantage::Mesh => None,
-        Vantage::Ingress { prefix } => Some(json!({"regex": prefix_regex(prefix)})),
+        Vantage::Ingress { prefix } => Some(Regex {
+            regex: prefix_regex(prefix),
+        }),
     };
-    let with_uri = |mut m: Map<String, Value>| {
+    let with_uri = |mut m: MatchRequest<'a>| {
         if let Some(uri) = &ingress_uri {
-            m.insert("uri".into(), uri.clone());
+            m.uri = Some(uri.clone());
         }
-        Value::Object(m)
+        m
     };
+    let host = Cow::Owned(svc.key.fqdn());
+    let retries = retries(table);
     let mut out = Vec::new();
     for (i, rule) in table.match_routes.iter().enumerate() {
-        let matches: Vec<Value> = rule
+        let matches: Vec<MatchRequest> = rule
             .items
             .iter()
             .map(|item| with_uri(match_request(item)))
             .collect();
-        let dest = vec![destination(svc, &rule.version, None)];
+        let dest = vec![destination(svc, &host, &rule.version, None)];
         out.push(route(
             table,
             svc,
-            &format!("{name_prefix}match-{i}"),
+            &host,
+            &retries,
+            format!("{name_prefix}match-{i}"),
             Some(matches),
             dest,
         ));
     }
     if matches!(vantage, Vantage::Ingress { .. }) {
         for m in &table.majors {
-            if let MajorAddress::Host(host) = &m.address {
-                let mut cond = Map::new();
-                cond.insert("authority".into(), json!({"regex": host_regex(host)}));
+            if let MajorAddress::Host(h) = &m.address {
+                let cond = MatchRequest {
+                    authority: Some(Regex {
+                        regex: host_regex(h),
+                    }),
+                    ..MatchRequest::default()
+                };
                 let dest = m
                     .weights
                     .iter()
-                    .map(|w| destination(svc, &w.version, Some(w.weight)))
+                    .map(|w| destination(svc, &host, &w.version, Some(w.weight)))
                     .collect();
                 out.push(route(
                     table,
                     svc,
-                    &format!("{name_prefix}major-{}-host", m.major),
+                    &host,
+                    &retries,
+                    format!("{name_prefix}major-{}-host", m.major),
                     Some(vec![with_uri(cond)]),
                     dest,
                 ));
@@ -134,16 +163,23 @@ pub fn http_routes(
     }
     for m in &table.majors {
         if let MajorAddress::PathPrefix(p) = &m.address {
-            let cond = json!({"uri": {"regex": prefix_regex(&major_path(p, vantage))}});
+            let cond = MatchRequest {
+                uri: Some(Regex {
+                    regex: prefix_regex(&major_path(p, vantage)),
+                }),
+                ..MatchRequest::default()
+            };
             let dest = m
                 .weights
                 .iter()
-                .map(|w| destination(svc, &w.version, Some(w.weight)))
+                .map(|w| destination(svc, &host, &w.version, Some(w.weight)))
                 .collect();
             out.push(route(
                 table,
                 svc,
-                &format!("{name_prefix}major-{}", m.major),
+                &host,
+                &retries,
+                format!("{name_prefix}major-{}", m.major),
                 Some(vec![cond]),
                 dest,
             ));
@@ -154,13 +190,20 @@ pub fn http_routes(
         let dest = m
             .weights
             .iter()
-            .map(|w| destination(svc, &w.version, Some(w.weight)))
+            .map(|w| destination(svc, &host, &w.version, Some(w.weight)))
             .collect();
-        let matches = ingress_uri.as_ref().map(|uri| vec![json!({"uri": uri})]);
+        let matches = ingress_uri.as_ref().map(|uri| {
+            vec![MatchRequest {
+                uri: Some(uri.clone()),
+                ..MatchRequest::default()
+            }]
+        });
         out.push(route(
             table,
             svc,
-            &format!("{name_prefix}default"),
+            &host,
+            &retries,
+            format!("{name_prefix}default"),
             matches,
             dest,
         ));
@@ -168,78 +211,88 @@ pub fn http_routes(
     out
 }
 
-fn match_request(item: &MatchItem) -> Map<String, Value> {
-    let conds = |list: &[(String, StringMatcher)]| -> Map<String, Value> {
+fn match_request(item: &MatchItem) -> MatchRequest<'_> {
+    // Collected into maps as JSON objects would be: sorted, last wins.
+    fn conds(list: &[(String, StringMatcher)]) -> BTreeMap<&str, StringMatch<'_>> {
         list.iter()
-            .map(|(k, m)| (k.clone(), string_match(m)))
+            .map(|(k, m)| (k.as_str(), string_match(m)))
             .collect()
-    };
-    let mut m = Map::new();
-    if !item.headers.is_empty() {
-        m.insert("headers".into(), Value::Object(conds(&item.headers)));
     }
-    if !item.query.is_empty() {
-        m.insert("queryParams".into(), Value::Object(conds(&item.query)));
+    MatchRequest {
+        headers: (!item.headers.is_empty()).then(|| conds(&item.headers)),
+        query_params: (!item.query.is_empty()).then(|| conds(&item.query)),
+        ..MatchRequest::default()
     }
-    m
 }
 
-fn string_match(m: &StringMatcher) -> Value {
+fn string_match(m: &StringMatcher) -> StringMatch<'_> {
     match m {
-        StringMatcher::Exact(s) => json!({"exact": s}),
-        StringMatcher::Prefix(s) => json!({"prefix": s}),
-        StringMatcher::Regex(s) => json!({"regex": s}),
+        StringMatcher::Exact(s) => StringMatch("exact", s),
+        StringMatcher::Prefix(s) => StringMatch("prefix", s),
+        StringMatcher::Regex(s) => StringMatch("regex", s),
     }
 }
 
 /// A destination: the version's subset, its share, and the version
 /// header on the response.
-pub fn destination(svc: &Service, version: &Version, weight: Option<u32>) -> Value {
-    let mut d = json!({
-        "destination": target(svc, version),
-        "headers": {"response": {"set": {VERSION_HEADER: version.to_string()}}},
-    });
-    if let Some(w) = weight {
-        d["weight"] = json!(w);
+fn destination<'a>(
+    svc: &Service,
+    host: &Cow<'a, str>,
+    version: &Version,
+    weight: Option<u32>,
+) -> RouteDestination<'a> {
+    RouteDestination {
+        destination: target(svc, host, version),
+        headers: ResponseHeaders {
+            version: version.to_string(),
+        },
+        weight,
     }
-    d
 }
 
-fn target(svc: &Service, version: &Version) -> Value {
-    let mut t = json!({"host": svc.key.fqdn(), "subset": version.subset()});
-    if let Some(port) = svc.port() {
-        t["port"] = json!({"number": port});
+fn target<'a>(svc: &Service, host: &Cow<'a, str>, version: &Version) -> Target<'a> {
+    Target {
+        host: host.clone(),
+        port: svc.port().map(|number| PortNumber { number }),
+        subset: version.subset(),
     }
-    t
 }
 
-fn route(
+fn retries(table: &RouteTable) -> Retries<'_> {
+    let r = &table.retries;
+    if r.attempts == 0 {
+        Retries {
+            attempts: 0,
+            per_try_timeout: None,
+            retry_on: None,
+        }
+    } else {
+        Retries {
+            attempts: r.attempts,
+            per_try_timeout: r.per_try_timeout.map(duration),
+            retry_on: (!r.on.is_empty()).then(|| Cow::Owned(r.on.join(","))),
+        }
+    }
+}
+
+fn route<'a>(
     table: &RouteTable,
     svc: &Service,
-    name: &str,
-    matches: Option<Vec<Value>>,
-    dest: Vec<Value>,
-) -> Value {
-    let mut r = json!({"name": name, "route": dest});
-    if let Some(m) = matches {
-        r["match"] = Value::Array(m);
+    host: &Cow<'a, str>,
+    retries: &Retries<'a>,
+    name: String,
+    matches: Option<Vec<MatchRequest<'a>>>,
+    dest: Vec<RouteDestination<'a>>,
+) -> HttpRoute<'a> {
+    HttpRoute {
+        matches,
+        mirror: table.mirror.as_ref().map(|m| target(svc, host, &m.version)),
+        mirror_percentage: table.mirror.as_ref().map(|m| Percentage {
+            value: f64::from(m.percent),
+        }),
+        name,
+        retries: retries.clone(),
+        route: dest,
+        timeout: table.timeout.map(duration),
     }
-    if let Some(t) = table.timeout {
-        r["timeout"] = json!(duration(t));
-    }
-    let retries = &table.retries;
-    r["retries"] = if retries.attempts == 0 {
-        json!({"attempts": 0})
-    } else {
-        compact(json!({
-            "attempts": retries.attempts,
-            "perTryTimeout": retries.per_try_timeout.map(duration),
-            "retryOn": (!retries.on.is_empty()).then(|| retries.on.join(",")),
-        }))
-    };
-    if let Some(mirror) = &table.mirror {
-        r["mirror"] = target(svc, &mirror.version);
-        r["mirrorPercentage"] = json!({"value": f64::from(mirror.percent)});
-    }
-    r
 }

@@ -10,48 +10,70 @@
 //! ingress gateway's namespace. They are a second layer for pods Istio
 //! does not control, enforced only where the CNI implements NetworkPolicy.
 
+use std::borrow::Cow;
+
 use packlight_model::ir::{AccessRule, Mesh, Service};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::RenderOptions;
-use crate::meta::{Labels, SECURITY, object};
+use crate::meta::Labels;
+use crate::object::{
+    AllowPolicySpec, AllowRule, Empty, Kind, MatchLabels, NamespaceSelector, NetworkPolicySpec,
+    Object, Operation, Pairs, Peer, PeersFrom, Source, Spec,
+};
 
-/// Namespace defaults and access policies.
-pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
-    let mut out = Vec::new();
+/// The namespace defaults and access objects of `kind`
+/// (PeerAuthentication, AuthorizationPolicy, NetworkPolicy).
+pub(crate) fn emit<'a>(
+    mesh: &'a Mesh,
+    opts: &'a RenderOptions,
+    kind: Kind,
+    out: &mut Vec<Object<'a>>,
+) {
+    if !matches!(
+        kind,
+        Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::NetworkPolicy
+    ) {
+        return;
+    }
     for (ns, policy) in &mesh.namespaces {
         let mut labels = Labels::managed();
         if let Some(src) = &policy.source {
             labels = labels.source(src);
         }
-        if policy.mtls_strict {
-            out.push(object(
-                SECURITY,
-                "PeerAuthentication",
-                ns,
+        if policy.mtls_strict && kind == Kind::PeerAuthentication {
+            out.push(Object::typed(
+                kind,
+                ns.as_str(),
                 "default",
-                &labels,
-                json!({"mtls": {"mode": "STRICT"}}),
+                labels.clone(),
+                Spec::Value(json!({"mtls": {"mode": "STRICT"}})),
             ));
         }
         if policy.access_deny {
-            out.push(object(
-                SECURITY,
-                "AuthorizationPolicy",
-                ns,
-                "deny-all",
-                &labels,
-                json!({}),
-            ));
-            let workloads = mesh
-                .services
-                .values()
-                .filter(|s| s.key.namespace == *ns && s.workload.is_some());
-            for svc in workloads {
-                let labels = labels.clone().service(&svc.key.name);
-                out.push(network_policy(svc, &labels, opts));
+            if kind == Kind::AuthorizationPolicy {
+                out.push(Object::typed(
+                    kind,
+                    ns.as_str(),
+                    "deny-all",
+                    labels.clone(),
+                    Spec::Empty(Empty),
+                ));
+            }
+            if kind == Kind::NetworkPolicy {
+                let workloads = mesh
+                    .services
+                    .values()
+                    .filter(|s| s.key.namespace == *ns && s.workload.is_some());
+                for svc in workloads {
+                    let labels = labels.clone().service(&svc.key.name);
+                    out.push(network_policy(svc, labels, opts));
+                }
             }
         }
+    }
+    if kind != Kind::AuthorizationPolicy {
+        return;
     }
     for svc in mesh.services.values() {
         let Some(rules) = &svc.policy.access else {
@@ -60,57 +82,72 @@ pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
         let labels = Labels::managed()
             .service(&svc.key.name)
             .single_source(&svc.policy.access_sources);
-        let rules: Vec<Value> = rules.iter().map(|r| allow_rule(r, opts)).collect();
-        out.push(object(
-            SECURITY,
-            "AuthorizationPolicy",
-            &svc.key.namespace,
-            &svc.key.name,
-            &labels,
-            json!({
-                "selector": {"matchLabels": {"app": svc.key.name}},
-                "action": "ALLOW",
-                "rules": rules,
+        let rules = rules.iter().map(|r| allow_rule(r, opts)).collect();
+        out.push(Object::typed(
+            kind,
+            svc.key.namespace.as_str(),
+            svc.key.name.as_str(),
+            labels,
+            Spec::AuthorizationPolicy(AllowPolicySpec {
+                action: "ALLOW",
+                rules,
+                selector: MatchLabels {
+                    match_labels: Pairs([("app", Cow::Borrowed(svc.key.name.as_str()))]),
+                },
             }),
         ));
     }
-    out
 }
 
-fn allow_rule(rule: &AccessRule, opts: &RenderOptions) -> Value {
+fn allow_rule<'a>(rule: &'a AccessRule, opts: &RenderOptions) -> AllowRule<'a> {
     let mut principals: Vec<String> = rule.from.iter().map(|k| k.principal()).collect();
     if rule.ingress {
         principals.push(opts.ingress_principal.clone());
     }
-    let mut r = json!({"from": [{"source": {"principals": principals}}]});
-    let mut op = serde_json::Map::new();
-    if !rule.methods.is_empty() {
-        op.insert("methods".into(), json!(rule.methods));
+    let to = (!rule.methods.is_empty() || !rule.paths.is_empty()).then_some([Operation {
+        methods: &rule.methods,
+        paths: &rule.paths,
+    }]);
+    AllowRule {
+        from: [Source { principals }],
+        to,
     }
-    if !rule.paths.is_empty() {
-        op.insert("paths".into(), json!(rule.paths));
-    }
-    if !op.is_empty() {
-        r["to"] = json!([{"operation": op}]);
-    }
-    r
 }
 
-fn network_policy(svc: &Service, labels: &Labels, opts: &RenderOptions) -> Value {
-    object(
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
-        &svc.key.namespace,
-        &svc.key.name,
+fn network_policy<'a>(svc: &'a Service, labels: Labels, opts: &'a RenderOptions) -> Object<'a> {
+    let one = |k: &'static str, v: &'a str| MatchLabels {
+        match_labels: Pairs([(k, Cow::Borrowed(v))]),
+    };
+    Object::typed(
+        Kind::NetworkPolicy,
+        svc.key.namespace.as_str(),
+        svc.key.name.as_str(),
         labels,
-        json!({
-            "podSelector": {"matchLabels": {"app": svc.key.name}},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": [
-                {"namespaceSelector": {}, "podSelector": {"matchLabels": {"sidecar.istio.io/inject": "true"}}},
-                {"namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}}},
-                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": opts.gateway_namespace}}},
-            ]}],
+        Spec::NetworkPolicy(NetworkPolicySpec {
+            ingress: [PeersFrom {
+                from: [
+                    Peer {
+                        namespace_selector: NamespaceSelector::Any(Empty),
+                        pod_selector: Some(one("sidecar.istio.io/inject", "true")),
+                    },
+                    Peer {
+                        namespace_selector: NamespaceSelector::Labels(one(
+                            "istio-injection",
+                            "enabled",
+                        )),
+                        pod_selector: None,
+                    },
+                    Peer {
+                        namespace_selector: NamespaceSelector::Labels(one(
+                            "kubernetes.io/metadata.name",
+                            &opts.gateway_namespace,
+                        )),
+                        pod_selector: None,
+                    },
+                ],
+            }],
+            pod_selector: one("app", &svc.key.name),
+            policy_types: ["Ingress"],
         }),
     )
 }

@@ -6,18 +6,29 @@
 //! fixed endpoints) gets no Deployment; its DestinationRule subset then
 //! has no endpoints until an image is given.
 
+use std::borrow::Cow;
+
 use packlight_model::ir::{Mesh, Protocol, Service, Workload};
-use serde_json::{Value, json};
 
-use crate::meta::{Labels, object};
+use crate::meta::Labels;
+use crate::object::{
+    Container, ContainerPort, DeploymentSpec, Kind, MatchLabels, Object, Pairs, PodMetadata,
+    PodSpec, PodTemplate, ServicePort, ServiceSpec, Spec,
+};
 
-/// Every workload's objects.
-pub fn render(mesh: &Mesh) -> Vec<Value> {
-    mesh.services
-        .values()
-        .filter_map(|svc| svc.workload.as_ref().map(|w| (svc, w)))
-        .flat_map(|(svc, w)| workload(svc, w))
-        .collect()
+/// The workload objects of `kind` (Deployment, Service, ServiceAccount).
+pub(crate) fn emit<'a>(mesh: &'a Mesh, kind: Kind, out: &mut Vec<Object<'a>>) {
+    if !matches!(
+        kind,
+        Kind::Deployment | Kind::Service | Kind::ServiceAccount
+    ) {
+        return;
+    }
+    for svc in mesh.services.values() {
+        if let Some(w) = &svc.workload {
+            workload(svc, w, kind, out);
+        }
+    }
 }
 
 /// The port name Istio reads the protocol from: `http-8000`.
@@ -25,60 +36,81 @@ pub fn port_name(protocol: Protocol, port: u16) -> String {
     format!("{}-{port}", protocol.as_str())
 }
 
-fn workload(svc: &Service, w: &Workload) -> Vec<Value> {
+fn workload<'a>(svc: &'a Service, w: &'a Workload, kind: Kind, out: &mut Vec<Object<'a>>) {
     let (ns, name) = (svc.key.namespace.as_str(), svc.key.name.as_str());
     let labels = Labels::managed().service(name).source(&w.source);
-    let mut out = vec![
-        object(
-            "v1",
-            "Service",
+    match kind {
+        Kind::Service => out.push(Object::typed(
+            Kind::Service,
             ns,
             name,
-            &labels.clone().with("app", name),
-            json!({
-                "selector": {"app": name},
-                "ports": [{
-                    "name": port_name(w.protocol, w.port),
-                    "port": w.port,
-                    "targetPort": w.port,
-                    "protocol": "TCP",
-                    "appProtocol": w.protocol.as_str(),
+            labels.with("app", name),
+            Spec::Service(ServiceSpec {
+                ports: [ServicePort {
+                    app_protocol: w.protocol.as_str(),
+                    name: port_name(w.protocol, w.port),
+                    port: w.port,
+                    protocol: "TCP",
+                    target_port: w.port,
                 }],
+                selector: Pairs([("app", Cow::Borrowed(name))]),
             }),
-        ),
-        json!({
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": ns, "labels": labels.value()},
-        }),
-    ];
-    for (version, dep) in &w.versions {
-        let Some(image) = &dep.image else { continue };
-        let v = version.to_string();
-        let pod_labels = json!({"app": name, "version": v, "sidecar.istio.io/inject": "true"});
-        out.push(object(
-            "apps/v1",
-            "Deployment",
-            ns,
-            &format!("{name}-{}", version.subset()),
-            &labels.clone().with("app", name).with("version", &v),
-            json!({
-                "replicas": dep.replicas,
-                "selector": {"matchLabels": {"app": name, "version": v}},
-                "template": {
-                    "metadata": {"labels": pod_labels},
-                    "spec": {
-                        "serviceAccountName": name,
-                        "containers": [{
-                            "name": name,
-                            "image": image,
-                            "ports": [{"name": port_name(w.protocol, w.port), "containerPort": w.port, "protocol": "TCP"}],
-                            "env": [{"name": "PORT", "value": w.port.to_string()}],
-                        }],
-                    },
-                },
-            }),
-        ));
+        )),
+        Kind::ServiceAccount => {
+            out.push(Object::typed(
+                Kind::ServiceAccount,
+                ns,
+                name,
+                labels,
+                Spec::None,
+            ));
+        }
+        Kind::Deployment => {
+            for (version, dep) in &w.versions {
+                let Some(image) = &dep.image else { continue };
+                let v = version.to_string();
+                out.push(Object::typed(
+                    Kind::Deployment,
+                    ns,
+                    format!("{name}-{}", version.subset()),
+                    labels.clone().with("app", name).with("version", &v),
+                    Spec::Deployment(DeploymentSpec {
+                        replicas: dep.replicas,
+                        selector: MatchLabels {
+                            match_labels: Pairs([
+                                ("app", Cow::Borrowed(name)),
+                                ("version", Cow::Owned(v.clone())),
+                            ]),
+                        },
+                        template: PodTemplate {
+                            metadata: PodMetadata {
+                                labels: Pairs([
+                                    ("app", Cow::Borrowed(name)),
+                                    ("sidecar.istio.io/inject", Cow::Borrowed("true")),
+                                    ("version", Cow::Owned(v)),
+                                ]),
+                            },
+                            spec: PodSpec {
+                                containers: [Container {
+                                    env: [Pairs([
+                                        ("name", Cow::Borrowed("PORT")),
+                                        ("value", Cow::Owned(w.port.to_string())),
+                                    ])],
+                                    image,
+                                    name,
+                                    ports: [ContainerPort {
+                                        container_port: w.port,
+                                        name: port_name(w.protocol, w.port),
+                                        protocol: "TCP",
+                                    }],
+                                }],
+                                service_account_name: name,
+                            },
+                        },
+                    }),
+                ));
+            }
+        }
+        _ => {}
     }
-    out
 }
