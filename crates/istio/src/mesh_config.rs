@@ -20,7 +20,7 @@ pub fn mesh_config(opts: &RenderOptions) -> Value {
             "envoyExtAuthzHttp": {
                 "service": opts.login_service,
                 "port": opts.login_port,
-                "includeRequestHeadersInCheck": ["cookie", "authorization", "accept"],
+                "includeRequestHeadersInCheck": ["cookie", "authorization", "accept", "x-forwarded-proto"],
                 "headersToUpstreamOnAllow": ["x-packlight-user"],
                 "headersToDownstreamOnAllow": ["set-cookie"],
                 "headersToDownstreamOnDeny": ["location", "set-cookie", "content-type", "www-authenticate"],
@@ -42,5 +42,15 @@ mod tests {
         assert_eq!(p["envoyExtAuthzHttp"]["service"], opts.login_service);
         assert_eq!(p["envoyExtAuthzHttp"]["port"], 8080);
         assert!(mc.get("outboundTrafficPolicy").is_none());
+        // The same contract as the standalone gateway (docs/auth.md).
+        let authz = &p["envoyExtAuthzHttp"];
+        assert_eq!(
+            authz["includeRequestHeadersInCheck"],
+            json!(["cookie", "authorization", "accept", "x-forwarded-proto"])
+        );
+        assert_eq!(
+            authz["headersToUpstreamOnAllow"],
+            json!(["x-packlight-user"])
+        );
     }
 }

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::csrf::v3::CsrfPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
-    ExtAuthz, ExtAuthzPerRoute, HttpService, ext_authz, ext_authz_per_route,
+    AuthorizationResponse, ExtAuthz, ExtAuthzPerRoute, HttpService, ext_authz, ext_authz_per_route,
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher;
@@ -36,6 +36,10 @@ const CORS: &str = "envoy.filters.http.cors";
 const CSRF: &str = "envoy.filters.http.csrf";
 const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
 const RATE_LIMIT: &str = "envoy.filters.http.local_ratelimit";
+/// The user the login service vouches for, set on allow (overriding
+/// whatever the client sent) and removed wherever ext_authz does not run,
+/// so an upstream never sees one the client made up.
+const USER_HEADER: &str = "x-packlight-user";
 
 /// Adds the gateway's listener, route configuration and clusters.
 pub fn render(mesh: &Mesh, opts: &XdsOptions, out: &mut ProxyConfig) -> Result<(), XdsError> {
@@ -78,6 +82,7 @@ pub fn render(mesh: &Mesh, opts: &XdsOptions, out: &mut ProxyConfig) -> Result<(
             domains,
             routes: routes(mesh, ing),
             typed_per_filter_config: vhost_filters(ing, login),
+            request_headers_to_remove: unvouched_user(login && ing.login.is_none()),
             ..Default::default()
         });
     }
@@ -112,6 +117,20 @@ pub fn render(mesh: &Mesh, opts: &XdsOptions, out: &mut ProxyConfig) -> Result<(
                     http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
                         LOGIN_CLUSTER.to_string(),
                     )),
+                }),
+                // The contract of packlight-auth (docs/auth.md), the same
+                // as the Istio provider's (packlight-istio mesh_config).
+                authorization_response: Some(AuthorizationResponse {
+                    allowed_upstream_headers: Some(ListStringMatcher {
+                        patterns: vec![exact(USER_HEADER)],
+                    }),
+                    allowed_client_headers: Some(ListStringMatcher {
+                        patterns: ["location", "set-cookie", "content-type", "www-authenticate"]
+                            .iter()
+                            .map(|h| exact(h))
+                            .collect(),
+                    }),
+                    ..Default::default()
                 }),
                 ..Default::default()
             })),
@@ -191,6 +210,16 @@ fn vhost_filters(ing: &Ingress, login_filter: bool) -> HashMap<String, Any> {
     m
 }
 
+/// Headers a gateway with login removes from requests where ext_authz is
+/// off (login page, exclusions, policies without login).
+fn unvouched_user(login_filter: bool) -> Vec<String> {
+    if login_filter {
+        vec![USER_HEADER.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 fn authz_disabled() -> Any {
     any(ExtAuthzPerRoute {
         r#override: Some(ext_authz_per_route::Override::Disabled(true)),
@@ -237,6 +266,7 @@ fn routes(mesh: &Mesh, ing: &Ingress) -> Vec<Route> {
         };
         r.typed_per_filter_config
             .insert(EXT_AUTHZ.to_string(), authz_disabled());
+        r.request_headers_to_remove.extend(unvouched_user(true));
         out.push(r);
     }
     let mut excluded: Vec<&String> = csrf_ex.iter().chain(login_ex).collect();
@@ -264,6 +294,7 @@ fn routes(mesh: &Mesh, ing: &Ingress) -> Vec<Route> {
                     route
                         .typed_per_filter_config
                         .insert(EXT_AUTHZ.to_string(), authz_disabled());
+                    route.request_headers_to_remove.extend(unvouched_user(true));
                 }
                 out.push(route);
             }
