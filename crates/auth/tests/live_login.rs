@@ -417,3 +417,34 @@ fn bad_options_are_refused() {
         "{err:?}"
     );
 }
+
+/// Password guessing: after 10 failures for a name within a minute, the
+/// service answers 429 with Retry-After, even to the right password;
+/// other names are unaffected.
+#[test]
+fn guessing_is_limited_per_user_name() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = UserStore::open(data.path()).expect("store");
+    store.add("dave", "right").expect("add");
+    store.add("erin", "right").expect("add");
+    let login = LoginService::start(AuthOptions {
+        data_dir: data.path().to_path_buf(),
+        ..AuthOptions::default()
+    });
+    let try_login = |user: &str, pw: &str| {
+        send(
+            login.addr,
+            "POST",
+            HOST,
+            "/login",
+            &[("content-type", "application/json")],
+            &format!(r#"{{"username":"{user}","password":"{pw}"}}"#),
+        )
+    };
+    let statuses: Vec<u16> = (0..10).map(|_| try_login("dave", "guess").status).collect();
+    assert_eq!(statuses, [401; 10]);
+    let a = try_login("dave", "right");
+    assert_eq!(a.status, 429, "{a:?}");
+    assert!(a.header("retry-after").is_some(), "{a:?}");
+    assert_eq!(try_login("erin", "right").status, 200);
+}
