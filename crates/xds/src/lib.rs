@@ -11,6 +11,8 @@
 //!   its egress whitelist, and an inbound listener (mTLS, RBAC) in front of
 //!   the app.
 //! * [`ingress_gateway`]: the ingress gateway for every IngressPolicy.
+//! * [`secrets`]: the SDS secrets those configs name, from PEM the
+//!   runtime's CA supplies.
 //!
 //! Pure and deterministic: no I/O, no clock, no logging. It never serves
 //! xDS (the server lives elsewhere) and never re-validates input: the model
@@ -26,6 +28,7 @@ mod options;
 mod outbound;
 mod proto;
 mod routes;
+mod secrets;
 mod tls;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -35,6 +38,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use packlight_model::ir::{Mesh, ServiceKey};
 
 pub use options::{Instance, XdsOptions};
+pub use secrets::secrets;
 
 /// What translation can refuse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
