@@ -12,6 +12,7 @@
 
 mod input;
 mod render;
+mod standalone;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,16 @@ enum Command {
     Validate(render::ValidateArgs),
     /// Print packlight's CustomResourceDefinitions as YAML.
     Crds,
+    /// Run the standalone engine: the mesh on this machine with real Envoy.
+    Up(standalone::UpArgs),
+    /// Apply resources to a running standalone engine.
+    Apply(standalone::ApplyArgs),
+    /// Show resources of a running standalone engine.
+    Get(standalone::GetArgs),
+    /// Delete a resource of a running standalone engine.
+    Delete(standalone::DeleteArgs),
+    /// Manage the login service's users (in the engine's data directory).
+    User(standalone::UserArgs),
     /// Run the demo HTTP service (for demos and tests).
     #[command(disable_version_flag = true)]
     DemoApp(packlight_demo_app::DemoAppArgs),
@@ -63,6 +74,8 @@ pub mod exit {
     pub const INVALID: u8 = 1;
     /// Usage error (clap also exits with 2).
     pub const USAGE: u8 = 2;
+    /// The engine cannot be reached.
+    pub const UNREACHABLE: u8 = 3;
 }
 
 /// `packlight demo-app`: runs until SIGINT/SIGTERM; exit 0, or 1 on error.
@@ -86,6 +99,11 @@ fn main() -> ExitCode {
         Command::Validate(args) => render::validate(args),
         Command::Crds => render::crds(),
         Command::DemoApp(args) => demo_app(args),
+        Command::Up(args) => standalone::up(args),
+        Command::Apply(args) => standalone::apply(args),
+        Command::Get(args) => standalone::get(args),
+        Command::Delete(args) => standalone::delete(args),
+        Command::User(args) => standalone::user(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,305 @@
+//! The running proxies and workloads: which instances the mesh asks for,
+//! their addresses, their sidecar Envoys and their apps.
+//!
+//! [`Fleet::converge`] compares what the IR asks for with what runs and
+//! starts or stops the difference; it never builds Envoy configuration
+//! (that is `packlight-xds`, called by the engine).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use packlight_model::Version;
+use packlight_model::ir::{Mesh, ServiceKey};
+use packlight_xds::Instance;
+use packlight_xds_server::{Mode, bootstrap};
+
+use crate::supervise::{Spec, Supervised};
+
+/// One instance of one version of a service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InstanceKey {
+    /// The service.
+    pub service: ServiceKey,
+    /// The version.
+    pub version: Version,
+    /// 0-based replica index.
+    pub index: usize,
+}
+
+impl InstanceKey {
+    /// Its proxy's node id: `sidecar~NS~NAME~SUBSET~INDEX`.
+    pub fn node(&self) -> String {
+        format!(
+            "sidecar~{}~{}~{}~{}",
+            self.service.namespace,
+            self.service.name,
+            self.version.subset(),
+            self.index
+        )
+    }
+}
+
+/// What an instance runs: its app command (or a fixed endpoint packlight
+/// does not start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Workload {
+    Command(Vec<String>),
+    Fixed(SocketAddr),
+}
+
+/// A running instance.
+#[derive(Debug)]
+pub struct Running {
+    /// Its addresses (sidecar listeners, app).
+    pub ports: Instance,
+    /// Its sidecar's admin address.
+    pub admin: SocketAddr,
+    workload: Workload,
+    sidecar: Supervised,
+    app: Option<Supervised>,
+}
+
+impl Running {
+    /// Whether packlight started the app (false: a fixed endpoint).
+    pub fn started_app(&self) -> bool {
+        self.app.is_some()
+    }
+
+    /// Restarts of the sidecar and the app so far.
+    pub fn restarts(&self) -> (u32, u32) {
+        (
+            self.sidecar.restarts(),
+            self.app.as_ref().map(Supervised::restarts).unwrap_or(0),
+        )
+    }
+}
+
+/// What the fleet needs to start processes.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// Envoy binary.
+    pub envoy: PathBuf,
+    /// The packlight binary (replaces a command's `packlight`).
+    pub packlight: PathBuf,
+    /// The ADS server.
+    pub xds: SocketAddr,
+    /// Where bootstraps and logs go (`DATA_DIR/run`, `DATA_DIR/logs`).
+    pub data_dir: PathBuf,
+    /// Envoy's log level.
+    pub envoy_log_level: String,
+}
+
+/// A free loopback port (bound, then released: the process that uses it
+/// binds it a moment later).
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// Every running instance, by key.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    running: BTreeMap<InstanceKey, Running>,
+}
+
+/// Starts an Envoy for `node` with its bootstrap in `DATA_DIR/run`.
+pub fn start_envoy(
+    cfg: &FleetConfig,
+    node: &str,
+    cluster: &str,
+    admin: SocketAddr,
+) -> std::io::Result<Supervised> {
+    let run = cfg.data_dir.join("run");
+    std::fs::create_dir_all(&run)?;
+    let file = run.join(format!("{}.json", file_name(node)));
+    std::fs::write(&file, bootstrap(node, cluster, cfg.xds, admin, Mode::Delta))?;
+    Ok(Supervised::start(Spec {
+        name: node.to_string(),
+        program: cfg.envoy.clone(),
+        args: vec![
+            "-c".into(),
+            file.display().to_string(),
+            "--concurrency".into(),
+            "1".into(),
+            "--use-dynamic-base-id".into(),
+            "--log-level".into(),
+            cfg.envoy_log_level.clone(),
+            "--drain-time-s".into(),
+            "1".into(),
+        ],
+        env: Vec::new(),
+        log: log_path(&cfg.data_dir, node),
+    }))
+}
+
+fn file_name(node: &str) -> String {
+    node.replace('~', "_")
+}
+
+fn log_path(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir
+        .join("logs")
+        .join(format!("{}.log", file_name(name)))
+}
+
+/// The instances the mesh asks for: `replicas` (at least one) per version
+/// with a `command`, one per fixed IP endpoint otherwise.
+fn desired(mesh: &Mesh) -> BTreeMap<InstanceKey, Workload> {
+    let mut out = BTreeMap::new();
+    for svc in mesh.services.values() {
+        let Some(w) = &svc.workload else { continue };
+        for (v, dep) in &w.versions {
+            let key = |index| InstanceKey {
+                service: svc.key.clone(),
+                version: v.clone(),
+                index,
+            };
+            if let Some(cmd) = dep.command.as_ref().filter(|c| !c.is_empty()) {
+                let n = usize::try_from(dep.replicas.max(0)).unwrap_or(1);
+                for i in 0..n {
+                    out.insert(key(i), Workload::Command(cmd.clone()));
+                }
+            } else {
+                let ips = dep
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| e.host.parse::<IpAddr>().ok().map(|ip| (ip, e.port)));
+                for (i, (ip, port)) in ips.enumerate() {
+                    out.insert(key(i), Workload::Fixed(SocketAddr::new(ip, port)));
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Fleet {
+    /// Starts what the mesh asks for and is missing, stops what it no
+    /// longer asks for, restarts an app whose command changed. Returns
+    /// whether the set of instances changed (addresses to re-render).
+    pub fn converge(&mut self, mesh: &Mesh, cfg: &FleetConfig) -> std::io::Result<bool> {
+        let want = desired(mesh);
+        let mut changed = false;
+        let gone: Vec<InstanceKey> = self
+            .running
+            .iter()
+            .filter(|(k, r)| want.get(*k) != Some(&r.workload))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some(r) = self.running.remove(&k) {
+                tracing::info!(node = %k.node(), "stopping instance");
+                drop(r);
+                changed = true;
+            }
+        }
+        for (key, workload) in want {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let running = self.start(&key, workload, cfg)?;
+            tracing::info!(node = %key.node(), app = %running.ports.app, "started instance");
+            self.running.insert(key, running);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn start(
+        &self,
+        key: &InstanceKey,
+        workload: Workload,
+        cfg: &FleetConfig,
+    ) -> std::io::Result<Running> {
+        let app = match &workload {
+            Workload::Fixed(addr) => *addr,
+            Workload::Command(_) => loopback(free_port()?),
+        };
+        let ports = Instance {
+            outbound: loopback(free_port()?),
+            inbound: loopback(free_port()?),
+            app,
+        };
+        let admin = loopback(free_port()?);
+        let node = key.node();
+        let cluster = format!("{}.{}", key.service.name, key.service.namespace);
+        let sidecar = start_envoy(cfg, &node, &cluster, admin)?;
+        let app = match &workload {
+            Workload::Fixed(_) => None,
+            Workload::Command(cmd) => {
+                let proxy = format!("http://{}", ports.outbound);
+                let (program, args) = match cmd.split_first() {
+                    Some((p, rest)) if p == "packlight" => (cfg.packlight.clone(), rest.to_vec()),
+                    Some((p, rest)) => (PathBuf::from(p), rest.to_vec()),
+                    None => return Err(std::io::Error::other("empty command")),
+                };
+                let name = format!(
+                    "app~{}~{}~{}~{}",
+                    key.service.namespace,
+                    key.service.name,
+                    key.version.subset(),
+                    key.index
+                );
+                Some(Supervised::start(Spec {
+                    log: log_path(&cfg.data_dir, &name),
+                    name,
+                    program,
+                    args,
+                    env: vec![
+                        ("PORT".into(), ports.app.port().to_string()),
+                        ("HTTP_PROXY".into(), proxy.clone()),
+                        ("HTTPS_PROXY".into(), proxy.clone()),
+                        ("http_proxy".into(), proxy.clone()),
+                        ("https_proxy".into(), proxy),
+                        ("NO_PROXY".into(), String::new()),
+                        ("no_proxy".into(), String::new()),
+                        ("PACKLIGHT_SERVICE".into(), key.service.name.clone()),
+                        ("PACKLIGHT_NAMESPACE".into(), key.service.namespace.clone()),
+                        ("PACKLIGHT_VERSION".into(), key.version.to_string()),
+                    ],
+                }))
+            }
+        };
+        Ok(Running {
+            ports,
+            admin,
+            workload,
+            sidecar,
+            app,
+        })
+    }
+
+    /// Every running instance.
+    pub fn iter(&self) -> impl Iterator<Item = (&InstanceKey, &Running)> {
+        self.running.iter()
+    }
+
+    /// The instances as `XdsOptions::instances` wants them.
+    pub fn instances(&self) -> BTreeMap<ServiceKey, BTreeMap<Version, Vec<Instance>>> {
+        let mut out: BTreeMap<ServiceKey, BTreeMap<Version, Vec<Instance>>> = BTreeMap::new();
+        for (k, r) in &self.running {
+            out.entry(k.service.clone())
+                .or_default()
+                .entry(k.version.clone())
+                .or_default()
+                .push(r.ports.clone());
+        }
+        out
+    }
+
+    /// Stops everything.
+    pub async fn stop(&mut self) {
+        let all = std::mem::take(&mut self.running);
+        for (_, r) in all {
+            if let Some(app) = r.app {
+                app.stop().await;
+            }
+            r.sidecar.stop().await;
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Process supervision: Envoys and workloads are started, restarted with
+//! backoff when they exit, and stopped (their whole process group) when
+//! the engine lets go of them or stops.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+/// How to start one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// A name for logs (`sidecar~demo~httpbin~v1-0~0`, `app demo/httpbin 1.0 #0`).
+    pub name: String,
+    /// Program.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// File that receives stdout and stderr (appended).
+    pub log: PathBuf,
+}
+
+/// A supervised process: restarted when it exits, until dropped or
+/// [`Supervised::stop`]ped.
+#[derive(Debug)]
+pub struct Supervised {
+    spec: Spec,
+    stop: watch::Sender<bool>,
+    pid: Arc<AtomicU32>,
+    restarts: Arc<AtomicU32>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A process that ran this long is healthy again: backoff resets.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Time between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+
+impl Supervised {
+    /// Starts `spec` and keeps it running.
+    pub fn start(spec: Spec) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let pid = Arc::new(AtomicU32::new(0));
+        let restarts = Arc::new(AtomicU32::new(0));
+        let task = {
+            let spec = spec.clone();
+            let pid = pid.clone();
+            let restarts = restarts.clone();
+            tokio::spawn(async move {
+                let mut backoff = BACKOFF_MIN;
+                loop {
+                    let started = tokio::time::Instant::now();
+                    match spawn(&spec) {
+                        Ok(mut child) => {
+                            let id = child.id().unwrap_or(0);
+                            pid.store(id, Ordering::Relaxed);
+                            tracing::debug!(process = %spec.name, pid = id, "started");
+                            tokio::select! {
+                                status = child.wait() => {
+                                    pid.store(0, Ordering::Relaxed);
+                                    tracing::warn!(process = %spec.name, ?status, log = %spec.log.display(), "exited; restarting");
+                                }
+                                _ = wait_stop(&mut stopped) => {
+                                    terminate(id, &mut child).await;
+                                    pid.store(0, Ordering::Relaxed);
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(process = %spec.name, program = %spec.program.display(), error = %e, "cannot start");
+                        }
+                    }
+                    restarts.fetch_add(1, Ordering::Relaxed);
+                    if started.elapsed() > HEALTHY_AFTER {
+                        backoff = BACKOFF_MIN;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = wait_stop(&mut stopped) => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            })
+        };
+        Supervised {
+            spec,
+            stop,
+            pid,
+            restarts,
+            task: Some(task),
+        }
+    }
+
+    /// What it runs.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// The current process id (0 while it is down).
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    /// How many times it exited and was started again.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Stops the process group (SIGTERM, SIGKILL after a grace period) and
+    /// waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // Dropped without `stop`: signal the task; it kills the group.
+        let _ = self.stop.send(true);
+        let pid = self.pid();
+        if pid != 0 {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+}
+
+/// Resolves once a stop was requested (or the handle is gone).
+async fn wait_stop(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+fn spawn(spec: &Spec) -> std::io::Result<tokio::process::Child> {
+    if let Some(dir) = spec.log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)?;
+    let err = log.try_clone()?;
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        // Its own process group, so stopping it stops its children too.
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd.spawn()
+}
+
+async fn terminate(pid: u32, child: &mut tokio::process::Child) {
+    if pid != 0 {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        if pid != 0 {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let _ = child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &std::path::Path, script: &str) -> Spec {
+        Spec {
+            name: "test".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("GREETING".into(), "hello".into())],
+            log: dir.join("test.log"),
+        }
+    }
+
+    #[tokio::test]
+    async fn restarts_what_exits_and_stops_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Supervised::start(spec(dir.path(), "echo $GREETING; exit 3"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while s.restarts() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(s.restarts() >= 2);
+        s.stop().await;
+        let log = std::fs::read_to_string(dir.path().join("test.log")).unwrap();
+        assert!(log.lines().filter(|l| *l == "hello").count() >= 2);
+    }
+
+    #[tokio::test]
+    async fn stop_kills_the_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let s = Supervised::start(spec(dir.path(), &script));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        s.stop().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The grandchild is gone too: no process, or a zombie waiting for
+        // a reaper (a container's init may not reap).
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
+        assert!(matches!(state, None | Some('Z') | Some('X')), "{stat}");
+    }
+}
