@@ -21,6 +21,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod index;
+pub mod leader;
 pub mod outputs;
 pub mod reconcile;
 pub mod status;
@@ -30,7 +31,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::DynamicObject;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -73,6 +74,9 @@ pub struct OperatorConfig {
     pub instance: Option<String>,
     /// Namespaces reconciled at once.
     pub concurrency: u16,
+    /// Leader election: only the Lease's holder runs the controller
+    /// (`None`: this replica always does).
+    pub lease: Option<leader::LeaseConfig>,
 }
 
 impl Default for OperatorConfig {
@@ -82,6 +86,7 @@ impl Default for OperatorConfig {
             render: RenderOptions::default(),
             instance: None,
             concurrency: 4,
+            lease: None,
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct Stats {
     pub status_writes: AtomicU64,
     /// GETs of objects not in the managed cache.
     pub reads: AtomicU64,
+    /// 1 while this replica leads (or runs without leader election).
+    pub leader: AtomicU64,
 }
 
 impl Stats {
@@ -148,106 +155,164 @@ impl Operator {
     }
 
     /// Runs until `shutdown` resolves (then finishes the reconciles in
-    /// flight and returns).
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    /// flight and returns). With leader election, it first waits to hold
+    /// the Lease, runs the controller while it holds it, and waits again
+    /// when it loses it; at shutdown it releases the Lease.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Operator {
             client,
             config,
             stats,
         } = self;
-        let revision = Arc::new(AtomicU64::new(0));
-        let (resync_tx, resync_rx) = mpsc::unbounded_channel::<()>();
-        let (retrigger_tx, retrigger_rx) = mpsc::unbounded_channel::<String>();
-        let filter = || ChangeFilter::new(revision.clone(), resync_tx.clone());
-
-        let ns_api: Api<Namespace> = Api::all(client.clone());
-        let ns_watch = match &config.namespace {
-            Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
-            None => watcher::Config::default(),
+        let shutdown = shutdown.boxed().shared();
+        let Some(lease) = config.lease.clone() else {
+            serve(client, config, stats, shutdown).await;
+            return;
         };
-        let mut controller = Controller::new(ns_api, ns_watch)
-            .with_config(ControllerConfig::default().concurrency(config.concurrency));
-
-        macro_rules! source {
-            ($ty:ty) => {{
-                let writer: Writer<$ty> = Writer::default();
-                let store = writer.as_reader();
-                let api = match &config.namespace {
-                    Some(ns) => Api::<$ty>::namespaced(client.clone(), ns),
-                    None => Api::<$ty>::all(client.clone()),
-                };
-                let stream = index::source_stream(api, writer, filter());
-                controller = controller.watches_stream(stream, |obj: $ty| {
-                    obj.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
-                });
-                store
-            }};
-        }
-        let sources = Sources {
-            microservices: source!(packlight_api::Microservice),
-            routes: source!(packlight_api::Route),
-            egress: source!(packlight_api::EgressPolicy),
-            access: source!(packlight_api::AccessPolicy),
-            mesh: source!(packlight_api::MeshPolicy),
-            ingress: source!(packlight_api::IngressPolicy),
-        };
-
-        let mut outputs = Vec::new();
-        for (i, (_, _, kind, _)) in OUTPUT_KINDS.iter().enumerate() {
-            let Some(ar) = outputs::output_resource(i) else {
-                continue;
-            };
-            let writer = Writer::<DynamicObject>::new(ar.clone());
-            outputs.push(writer.as_reader());
-            let api = match &config.namespace {
-                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
-                None => Api::<DynamicObject>::all_with(client.clone(), &ar),
-            };
-            let stream = index::output_stream(api, writer, filter(), kind);
-            controller = controller.watches_stream_with(
-                stream,
-                |obj: DynamicObject| {
-                    index::home_of(&obj).map(|ns| ObjectRef::<Namespace>::new(&ns))
-                },
-                ar,
-            );
-        }
-
-        let reporter = Reporter {
-            controller: "packlight".to_string(),
-            instance: config.instance.clone(),
-        };
-        let ctx = Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            index: Index::new(
-                sources,
-                outputs,
-                revision.clone(),
-                config.render.clone(),
-                retrigger_tx,
-            ),
-            client,
-            stats,
-            failures: Default::default(),
-            applied: Mutex::default(),
-        });
-
-        let retrigger = UnboundedReceiverStream(retrigger_rx)
-            .map(|ns: String| ObjectRef::<Namespace>::new(&ns));
-        let resync = UnboundedReceiverStream(resync_rx);
-        controller
-            .reconcile_on(retrigger)
-            .reconcile_all_on(resync)
-            .graceful_shutdown_on(shutdown)
-            .run(reconcile::reconcile, reconcile::error_policy, ctx)
-            .for_each(|res| async move {
-                match res {
-                    Ok((obj, _)) => tracing::debug!(namespace = %obj.name, "reconciled"),
-                    Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+        let identity = config.instance.clone().unwrap_or_else(random_identity);
+        let mut elector = leader::Elector::new(client.clone(), lease, identity);
+        loop {
+            tokio::select! {
+                _ = elector.acquire() => {}
+                _ = shutdown.clone() => return,
+            }
+            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let holder = tokio::spawn(async move {
+                tokio::select! {
+                    _ = elector.hold() => { let _ = lost_tx.send(()); }
+                    _ = stop_rx => {}
                 }
-            })
-            .await;
+                elector
+            });
+            let stop = {
+                let shutdown = shutdown.clone();
+                async move {
+                    tokio::select! {
+                        _ = shutdown => {}
+                        _ = lost_rx => {}
+                    }
+                }
+            };
+            serve(client.clone(), config.clone(), stats.clone(), stop).await;
+            let _ = stop_tx.send(());
+            elector = match holder.await {
+                Ok(e) => e,
+                Err(_) => return,
+            };
+            if shutdown.peek().is_some() {
+                elector.release().await;
+                return;
+            }
+        }
     }
+}
+
+fn random_identity() -> String {
+    use std::hash::BuildHasher;
+    let n = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    format!("packlight-{n:016x}")
+}
+
+/// Builds the watches and the controller and runs it until `stop`.
+async fn serve(
+    client: Client,
+    config: OperatorConfig,
+    stats: Arc<Stats>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    stats.leader.store(1, Ordering::Relaxed);
+    let revision = Arc::new(AtomicU64::new(0));
+    let (resync_tx, resync_rx) = mpsc::unbounded_channel::<()>();
+    let (retrigger_tx, retrigger_rx) = mpsc::unbounded_channel::<String>();
+    let filter = || ChangeFilter::new(revision.clone(), resync_tx.clone());
+
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let ns_watch = match &config.namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let mut controller = Controller::new(ns_api, ns_watch)
+        .with_config(ControllerConfig::default().concurrency(config.concurrency));
+
+    macro_rules! source {
+        ($ty:ty) => {{
+            let writer: Writer<$ty> = Writer::default();
+            let store = writer.as_reader();
+            let api = match &config.namespace {
+                Some(ns) => Api::<$ty>::namespaced(client.clone(), ns),
+                None => Api::<$ty>::all(client.clone()),
+            };
+            let stream = index::source_stream(api, writer, filter());
+            controller = controller.watches_stream(stream, |obj: $ty| {
+                obj.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
+            });
+            store
+        }};
+    }
+    let sources = Sources {
+        microservices: source!(packlight_api::Microservice),
+        routes: source!(packlight_api::Route),
+        egress: source!(packlight_api::EgressPolicy),
+        access: source!(packlight_api::AccessPolicy),
+        mesh: source!(packlight_api::MeshPolicy),
+        ingress: source!(packlight_api::IngressPolicy),
+    };
+
+    let mut outputs = Vec::new();
+    for (i, (_, _, kind, _)) in OUTPUT_KINDS.iter().enumerate() {
+        let Some(ar) = outputs::output_resource(i) else {
+            continue;
+        };
+        let writer = Writer::<DynamicObject>::new(ar.clone());
+        outputs.push(writer.as_reader());
+        let api = match &config.namespace {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        };
+        let stream = index::output_stream(api, writer, filter(), kind);
+        controller = controller.watches_stream_with(
+            stream,
+            |obj: DynamicObject| index::home_of(&obj).map(|ns| ObjectRef::<Namespace>::new(&ns)),
+            ar,
+        );
+    }
+
+    let reporter = Reporter {
+        controller: "packlight".to_string(),
+        instance: config.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        index: Index::new(
+            sources,
+            outputs,
+            revision.clone(),
+            config.render.clone(),
+            retrigger_tx,
+        ),
+        client,
+        stats: stats.clone(),
+        failures: Default::default(),
+        applied: Mutex::default(),
+    });
+
+    let retrigger =
+        UnboundedReceiverStream(retrigger_rx).map(|ns: String| ObjectRef::<Namespace>::new(&ns));
+    let resync = UnboundedReceiverStream(resync_rx);
+    controller
+        .reconcile_on(retrigger)
+        .reconcile_all_on(resync)
+        .graceful_shutdown_on(stop)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(namespace = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+            }
+        })
+        .await;
+    stats.leader.store(0, Ordering::Relaxed);
 }
 
 /// `packlight operator`: run the operator against the cluster of the
@@ -269,6 +334,16 @@ pub struct OperatorArgs {
     /// Namespaces reconciled at once.
     #[arg(long = "concurrency", default_value_t = 4)]
     pub concurrency: u16,
+    /// Run without leader election (one replica only!).
+    #[arg(long = "no-leader-election")]
+    pub no_leader_election: bool,
+    /// Namespace of the leader Lease (default: `$POD_NAMESPACE`, else
+    /// `packlight-system`).
+    #[arg(long = "lease-namespace")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long = "lease-name", default_value = "packlight-operator")]
+    pub lease_name: String,
 }
 
 impl OperatorArgs {
@@ -284,6 +359,15 @@ impl OperatorArgs {
             },
             instance: std::env::var("POD_NAME").ok(),
             concurrency: self.concurrency.max(1),
+            lease: (!self.no_leader_election).then(|| leader::LeaseConfig {
+                namespace: self
+                    .lease_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "packlight-system".into()),
+                name: self.lease_name.clone(),
+                ..leader::LeaseConfig::default()
+            }),
         }
     }
 }

@@ -183,6 +183,25 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
     }
 }
 
+/// The first path where `live` does not hold what `desired` sets (for
+/// logs: why an object is re-applied).
+pub fn difference(desired: &Value, live: &Value) -> Option<String> {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, dv)| match l.get(k) {
+            Some(lv) => difference(dv, lv).map(|p| format!("/{k}{p}")),
+            None if is_empty(dv) => None,
+            None => Some(format!("/{k}")),
+        }),
+        (Value::Array(d), Value::Array(l)) if d.len() == l.len() => d
+            .iter()
+            .zip(l)
+            .enumerate()
+            .find_map(|(i, (dv, lv))| difference(dv, lv).map(|p| format!("/{i}{p}"))),
+        _ if is_subset(desired, live) => None,
+        _ => Some(String::new()),
+    }
+}
+
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
@@ -246,5 +265,15 @@ mod tests {
         let longer = json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}});
         assert!(!is_subset(&longer, &live));
         assert!(!is_subset(&json!({"a": "1"}), &json!({"a": 1})));
+        assert_eq!(difference(&desired, &live), None);
+        assert_eq!(
+            difference(&changed, &live).as_deref(),
+            Some("/spec/ports/0/port")
+        );
+        assert_eq!(difference(&longer, &live).as_deref(), Some("/spec/ports"));
+        assert_eq!(
+            difference(&json!({"kind": "X"}), &json!({})).as_deref(),
+            Some("/kind")
+        );
     }
 }

@@ -80,7 +80,14 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     for (kind, store) in ctx.index.outputs.iter().enumerate() {
         for obj in store.state() {
             if home_of(&obj).as_deref() == Some(ns) {
-                let value = serde_json::to_value(&*obj).unwrap_or(Value::Null);
+                let mut value = serde_json::to_value(&*obj).unwrap_or(Value::Null);
+                // Items of a list carry no apiVersion and kind.
+                if let (Some(ar), Some(map)) =
+                    (outputs::output_resource(kind), value.as_object_mut())
+                {
+                    map.insert("apiVersion".into(), json!(ar.api_version));
+                    map.insert("kind".into(), json!(ar.kind));
+                }
                 live.insert(
                     ObjectKey {
                         kind,
@@ -251,13 +258,17 @@ async fn place(
             return Placed::Unchanged;
         }
     }
+    let why = match &current {
+        Some(cur) => outputs::difference(&obj, cur).unwrap_or_default(),
+        None => "absent".to_string(),
+    };
     let params = PatchParams::apply(FIELD_MANAGER)
         .force()
         .validation_strict();
     ctx.stats.applies.fetch_add(1, Ordering::Relaxed);
     match api.patch(&key.name, &params, &Patch::Apply(&obj)).await {
         Ok(after) => {
-            tracing::info!(object = %key, "applied");
+            tracing::info!(object = %key, differs_at = %why, "applied");
             if let (Ok(mut m), Some(rv)) = (ctx.applied.lock(), after.resource_version()) {
                 m.insert(key, (hash, rv));
             }

@@ -6,10 +6,13 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use packlight_operator::leader::LeaseConfig;
 use serde_json::{Value, json};
 use support::{Harness, condition, eventually};
 
@@ -456,5 +459,128 @@ spec:
         let msg = condition(&r, "Accepted").unwrap()["message"].to_string();
         assert!(msg.contains("web-a") && msg.contains("web-b"), "{msg}");
     }
+    h.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_converges_and_rewrites_only_what_changed() -> anyhow::Result<()> {
+    let mut h = Harness::start("op-restart").await?;
+    h.apply(MICROSERVICE).await?;
+    h.apply(&route(80, 20, "2.0")).await?;
+    h.wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
+        .await?;
+    h.wait_condition(
+        "Microservice",
+        "httpbin",
+        "Programmed",
+        "True",
+        "Programmed",
+    )
+    .await?;
+    h.shutdown().await;
+
+    // While no operator runs: a weight change.
+    h.apply(&route(30, 70, "2.0")).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let vs = h
+        .get_output("VirtualService", "httpbin")
+        .await?
+        .context("VS")?;
+    assert_eq!(default_split(&vs), pairs(&[("v1-0", 80), ("v1-1", 20)]));
+
+    // A new operator (empty caches) converges, and applies only the
+    // VirtualService: every other live object, defaults added by the API
+    // server and all, is recognised as up to date.
+    let mut op = h.spawn(h.config());
+    let r = h
+        .wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
+        .await?;
+    assert_eq!(r["status"]["observedGeneration"], 2);
+    let vs = h
+        .get_output("VirtualService", "httpbin")
+        .await?
+        .context("VS")?;
+    assert_eq!(default_split(&vs), pairs(&[("v1-0", 30), ("v1-1", 70)]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        op.stats.applies.load(Ordering::Relaxed),
+        1,
+        "only the VirtualService changed"
+    );
+    assert_eq!(op.stats.deletes.load(Ordering::Relaxed), 0);
+    // Nothing duplicated.
+    let lp = ListParams::default();
+    assert_eq!(h.output("VirtualService").list(&lp).await?.items.len(), 1);
+    assert_eq!(h.output("Deployment").list(&lp).await?.items.len(), 3);
+    op.stop().await;
+    h.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
+    let h = Harness::setup("op-leader").await?;
+    h.allow_leases().await?;
+    let lease = LeaseConfig {
+        namespace: h.name().to_string(),
+        name: "packlight-operator".to_string(),
+        duration: Duration::from_secs(3),
+    };
+    let config = |id: &str| {
+        let mut c = h.config();
+        c.instance = Some(id.to_string());
+        c.lease = Some(lease.clone());
+        c
+    };
+    let mut a = h.spawn(config("a"));
+    eventually("a leads", Duration::from_secs(15), || async {
+        Ok(a.stats.leader.load(Ordering::Relaxed) == 1)
+    })
+    .await?;
+    let mut b = h.spawn(config("b"));
+    h.apply(MICROSERVICE).await?;
+    h.apply(&route(80, 20, "2.0")).await?;
+    h.wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.stats.leader.load(Ordering::Relaxed), 0);
+    assert_eq!(b.stats.writes(), 0, "the standby wrote");
+    let leases: kube::Api<Lease> = kube::Api::namespaced(h.admin.clone(), h.name());
+    let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder(leases.get("packlight-operator").await?).as_deref(),
+        Some("a")
+    );
+
+    // The leader dies without releasing the Lease; a change made now is
+    // programmed by the standby once the Lease expires.
+    a.kill();
+    h.apply(&route(60, 40, "2.0")).await?;
+    eventually(
+        "the standby programs the change",
+        Duration::from_secs(30),
+        || async {
+            let vs = h
+                .get_output("VirtualService", "httpbin")
+                .await?
+                .unwrap_or_default();
+            Ok(default_split(&vs) == pairs(&[("v1-0", 60), ("v1-1", 40)]))
+        },
+    )
+    .await?;
+    assert_eq!(b.stats.leader.load(Ordering::Relaxed), 1);
+    assert!(b.stats.writes() > 0);
+    let l = leases.get("packlight-operator").await?;
+    assert!(
+        l.spec
+            .as_ref()
+            .and_then(|s| s.lease_transitions)
+            .unwrap_or(0)
+            >= 1
+    );
+    assert_eq!(holder(l).as_deref(), Some("b"));
+
+    // A graceful stop hands the Lease on.
+    b.stop().await;
+    assert_eq!(holder(leases.get("packlight-operator").await?), None);
     h.finish().await
 }

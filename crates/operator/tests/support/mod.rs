@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -26,10 +27,60 @@ use tokio::task::JoinHandle;
 pub struct Harness {
     pub ns: TestNamespace,
     pub admin: kube::Client,
+    /// The first operator's counters.
     pub stats: Arc<Stats>,
+    /// The operator's own client (its ServiceAccount token).
+    pub client: kube::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     binding: String,
+}
+
+/// One more operator running in-process.
+pub struct Running {
+    pub stats: Arc<Stats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops it as a crash would: no graceful shutdown, no Lease release.
+    pub fn kill(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Stops it gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(client: kube::Client, config: OperatorConfig) -> Running {
+    let operator = Operator::new(client, config);
+    let stats = operator.stats();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(operator.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        stats,
+        stop: Some(stop),
+        task: Some(task),
+    }
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -84,6 +135,72 @@ impl Harness {
     /// A namespace, CRDs, and the operator running under its own identity,
     /// scoped to the namespace (the gateway namespace is the same one).
     pub async fn start(hint: &str) -> anyhow::Result<Harness> {
+        let mut h = Harness::setup(hint).await?;
+        let mut running = spawn(h.client.clone(), h.config());
+        h.stats = running.stats.clone();
+        h.stop = running.stop.take();
+        h.task = running.task.take();
+        Ok(h)
+    }
+
+    /// The operator's configuration in this namespace (no leader election).
+    pub fn config(&self) -> OperatorConfig {
+        let mut config = OperatorConfig {
+            namespace: Some(self.name().to_string()),
+            instance: Some(format!("test-{}", self.name())),
+            ..OperatorConfig::default()
+        };
+        config.render.gateway_namespace = self.name().to_string();
+        config
+    }
+
+    /// Starts another operator with `config`, under the same identity.
+    pub fn spawn(&self, config: OperatorConfig) -> Running {
+        spawn(self.client.clone(), config)
+    }
+
+    /// Lets the operator's ServiceAccount use Leases in the namespace, by
+    /// `deploy/rbac.yaml`'s leader Role.
+    pub async fn allow_leases(&self) -> anyhow::Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac.yaml");
+        let text = std::fs::read_to_string(path).context("deploy/rbac.yaml")?;
+        let mut role = documents(&text)
+            .into_iter()
+            .find(|d| d["kind"] == "Role")
+            .context("no Role in deploy/rbac.yaml")?;
+        role["metadata"]["namespace"] = json!(self.name());
+        let role_name = role["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let pp = PatchParams::apply("packlight-test").force();
+        let role: Role = serde_json::from_value(role)?;
+        self.ns
+            .api::<Role>()
+            .patch(&role_name, &pp, &Patch::Apply(&role))
+            .await?;
+        let rb: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": role_name, "namespace": self.name()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+            "subjects": [{"kind": "ServiceAccount", "name": "packlight-operator", "namespace": self.name()}],
+        }))?;
+        self.ns
+            .api::<RoleBinding>()
+            .patch(&role_name, &pp, &Patch::Apply(&rb))
+            .await?;
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), self.name());
+        eventually(
+            "the operator may read leases",
+            Duration::from_secs(10),
+            || async { Ok(leases.get_opt("probe").await.is_ok()) },
+        )
+        .await
+    }
+
+    /// Namespace, CRDs and the operator's identity; no operator running.
+    pub async fn setup(hint: &str) -> anyhow::Result<Harness> {
         let ns = packlight_testenv::namespace(hint).await?;
         let admin = ns.client();
         install_crds(&admin).await?;
@@ -136,24 +253,13 @@ impl Harness {
         )
         .await?;
 
-        let mut config = OperatorConfig {
-            namespace: Some(ns.name().to_string()),
-            instance: Some(format!("test-{}", ns.name())),
-            ..OperatorConfig::default()
-        };
-        config.render.gateway_namespace = ns.name().to_string();
-        let operator = Operator::new(client, config);
-        let stats = operator.stats();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(operator.run(async move {
-            let _ = stopped.await;
-        }));
         Ok(Harness {
             ns,
             admin,
-            stats,
-            stop: Some(stop),
-            task: Some(task),
+            stats: Arc::default(),
+            client,
+            stop: None,
+            task: None,
             binding,
         })
     }
