@@ -164,12 +164,14 @@ fn check(state: &State, headers: &HeaderMap, uri: &hyper::Uri) -> Resp {
         let Some(session) = state.key.verify(token) else {
             continue;
         };
-        match state.store.contains(&session.user) {
-            Ok(true) => {
+        // The user must still exist with the password the session was
+        // issued under (removal or a new password ends sessions).
+        match state.store.password_stamp(&session.user) {
+            Ok(Some(stamp)) if stamp == session.stamp => {
                 user = Some(session.user);
                 break;
             }
-            Ok(false) => {}
+            Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "user store unreadable");
                 return json(
@@ -263,9 +265,9 @@ async fn login(state: &State, req: Request<Incoming>) -> Resp {
     let verdict = authenticate(state, &user, &password).await;
     let secure = forwarded_https(&parts.headers);
     match (verdict, is_json) {
-        (Verdict::Ok, true) => {
+        (Verdict::Ok(stamp), true) => {
             let expires = std::time::SystemTime::now() + state.opts.session_ttl;
-            let token = state.key.issue_until(&user, expires);
+            let token = state.key.issue_until(&user, &stamp, expires);
             let at = expires
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -275,8 +277,8 @@ async fn login(state: &State, req: Request<Incoming>) -> Resp {
                 &serde_json::json!({"token": token, "expiresAt": at}),
             )
         }
-        (Verdict::Ok, false) => {
-            let token = state.key.issue(&user, state.opts.session_ttl);
+        (Verdict::Ok(stamp), false) => {
+            let token = state.key.issue(&user, &stamp, state.opts.session_ttl);
             let cookie = format!(
                 "{}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{}",
                 state.opts.cookie_name,
@@ -336,7 +338,8 @@ async fn login(state: &State, req: Request<Incoming>) -> Resp {
 }
 
 enum Verdict {
-    Ok,
+    /// Right password; the user's password stamp.
+    Ok(String),
     Wrong,
     Limited(Duration),
     Unavailable,
@@ -356,8 +359,8 @@ async fn authenticate(state: &State, user: &str, password: &str) -> Verdict {
     };
     let store = state.store.clone();
     let (u, p) = (user.to_string(), password.to_string());
-    let ok = match tokio::task::spawn_blocking(move || store.verify(&u, &p)).await {
-        Ok(Ok(ok)) => ok,
+    let stamp = match tokio::task::spawn_blocking(move || store.verify_stamped(&u, &p)).await {
+        Ok(Ok(stamp)) => stamp,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "user store unreadable");
             return Verdict::Unavailable;
@@ -367,13 +370,16 @@ async fn authenticate(state: &State, user: &str, password: &str) -> Verdict {
             return Verdict::Unavailable;
         }
     };
-    state.limiter.record(user, ok, Instant::now());
-    if ok {
-        tracing::info!(user, "login");
-        Verdict::Ok
-    } else {
-        tracing::info!(user, "login failed");
-        Verdict::Wrong
+    state.limiter.record(user, stamp.is_some(), Instant::now());
+    match stamp {
+        Some(stamp) => {
+            tracing::info!(user, "login");
+            Verdict::Ok(stamp)
+        }
+        None => {
+            tracing::info!(user, "login failed");
+            Verdict::Wrong
+        }
     }
 }
 

@@ -1,6 +1,8 @@
-//! Session tokens: `base64url({"u":USER,"e":EXPIRY})` `.`
+//! Session tokens: `base64url({"u":USER,"e":EXPIRY,"p":STAMP})` `.`
 //! `base64url(HMAC-SHA256(key, "packlight-session-v1." + payload))`.
-//! The same token is the cookie value and the bearer token. The key is
+//! `STAMP` is the user's password stamp ([`crate::UserStore::password_stamp`])
+//! when the token was issued. The same token is the cookie value and the
+//! bearer token. The key is
 //! generated once into `DATA_DIR/auth-key` (32 random bytes, mode 0600);
 //! deleting it (and restarting) ends every session.
 
@@ -42,12 +44,16 @@ pub struct Session {
     pub user: String,
     /// When it stops being valid.
     pub expires: SystemTime,
+    /// The user's password stamp when it was issued; a session is only
+    /// good while it equals the current one.
+    pub stamp: String,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Claims {
     u: String,
     e: u64,
+    p: String,
 }
 
 impl SessionKey {
@@ -112,14 +118,15 @@ impl SessionKey {
         }
     }
 
-    /// A token for `user` valid for `ttl` from now.
-    pub fn issue(&self, user: &str, ttl: Duration) -> String {
-        self.issue_until(user, SystemTime::now() + ttl)
+    /// A token for `user` (whose password stamp is `stamp`) valid for
+    /// `ttl` from now.
+    pub fn issue(&self, user: &str, stamp: &str, ttl: Duration) -> String {
+        self.issue_until(user, stamp, SystemTime::now() + ttl)
     }
 
     /// A token for `user` valid until `expires` (a past time gives an
     /// already expired token).
-    pub fn issue_until(&self, user: &str, expires: SystemTime) -> String {
+    pub fn issue_until(&self, user: &str, stamp: &str, expires: SystemTime) -> String {
         let e = expires
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -127,8 +134,9 @@ impl SessionKey {
         let claims = Claims {
             u: user.to_string(),
             e,
+            p: stamp.to_string(),
         };
-        // Serialising a struct of a string and a number cannot fail.
+        // Serialising a struct of strings and a number cannot fail.
         let json = serde_json::to_vec(&claims).unwrap_or_default();
         let payload = B64.encode(json);
         let sig = hmac::sign(&self.key, &signed_bytes(&payload));
@@ -156,6 +164,7 @@ impl SessionKey {
         Some(Session {
             user: claims.u,
             expires,
+            stamp: claims.p,
         })
     }
 }
@@ -176,12 +185,13 @@ mod tests {
     #[test]
     fn a_token_verifies_until_it_expires() {
         let k = SessionKey::from_bytes(&[7; 32]);
-        let t = k.issue("alice", Duration::from_secs(60));
+        let t = k.issue("alice", "st", Duration::from_secs(60));
         let s = k.verify(&t).expect("valid");
         assert_eq!(s.user, "alice");
+        assert_eq!(s.stamp, "st");
         let later = SystemTime::now() + Duration::from_secs(61);
         assert_eq!(k.verify_at(&t, later), None);
-        let expired = k.issue_until("alice", UNIX_EPOCH + Duration::from_secs(1));
+        let expired = k.issue_until("alice", "st", UNIX_EPOCH + Duration::from_secs(1));
         assert_eq!(k.verify(&expired), None);
         // Only URL-safe characters: usable as a cookie value and a header.
         assert!(
@@ -194,11 +204,11 @@ mod tests {
     fn forged_tokens_are_refused() {
         let k = SessionKey::from_bytes(&[7; 32]);
         let other = SessionKey::from_bytes(&[8; 32]);
-        let t = k.issue("alice", Duration::from_secs(60));
+        let t = k.issue("alice", "st", Duration::from_secs(60));
         assert_eq!(other.verify(&t), None);
         // Another user's name with alice's signature.
         let (_, sig) = t.split_once('.').expect("dot");
-        let mallory = B64.encode(br#"{"u":"mallory","e":99999999999}"#);
+        let mallory = B64.encode(br#"{"u":"mallory","e":99999999999,"p":"st"}"#);
         assert_eq!(k.verify(&format!("{mallory}.{sig}")), None);
         // A flipped signature byte.
         let mut bad = t.clone().into_bytes();
@@ -209,7 +219,7 @@ mod tests {
             assert_eq!(k.verify(junk), None, "{junk}");
         }
         // A correctly signed token naming an invalid user is refused too.
-        let bad_user = k.issue("bad\r\nname", Duration::from_secs(60));
+        let bad_user = k.issue("bad\r\nname", "st", Duration::from_secs(60));
         assert_eq!(k.verify(&bad_user), None);
     }
 
@@ -218,7 +228,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = SessionKey::open(dir.path()).expect("open");
         let b = SessionKey::open(dir.path()).expect("open");
-        let t = a.issue("alice", Duration::from_secs(60));
+        let t = a.issue("alice", "st", Duration::from_secs(60));
         assert!(b.verify(&t).is_some());
         let path = dir.path().join(KEY_FILE);
         let meta = std::fs::metadata(&path).expect("meta");

@@ -59,6 +59,14 @@ pub(crate) fn valid_user(user: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'@' | b'-'))
 }
 
+/// base64url of the first 12 bytes of SHA-256 of a PHC string (the hash
+/// has its own random salt, so the stamp changes with every new password).
+fn stamp_of(hash: &str) -> String {
+    use base64::Engine;
+    let d = ring::digest::digest(&ring::digest::SHA256, hash.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d.as_ref()[..12])
+}
+
 fn dummy_hash() -> &'static str {
     // Verified against for unknown users, so that answering "no such
     // user" costs as much as a wrong password.
@@ -140,8 +148,17 @@ impl UserStore {
     /// off the async runtime. Unknown users cost the same as wrong
     /// passwords.
     pub fn verify(&self, user: &str, password: &str) -> Result<bool, AuthError> {
+        Ok(self.verify_stamped(user, password)?.is_some())
+    }
+
+    /// [`UserStore::verify`], giving the user's password stamp on success.
+    pub(crate) fn verify_stamped(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<String>, AuthError> {
         if password.len() > MAX_PASSWORD {
-            return Ok(false);
+            return Ok(None);
         }
         let users = self.users()?;
         let (hash, known) = match users.get(user) {
@@ -151,7 +168,14 @@ impl UserStore {
         let ok = Argon2::default()
             .verify_password(password.as_bytes(), hash)
             .is_ok();
-        Ok(known && ok)
+        Ok((known && ok).then(|| stamp_of(hash)))
+    }
+
+    /// A short digest of `user`'s current password hash, or `None` if
+    /// there is no such user. Sessions carry it, so setting a new password
+    /// ends the sessions issued before.
+    pub fn password_stamp(&self, user: &str) -> Result<Option<String>, AuthError> {
+        Ok(self.users()?.get(user).map(|h| stamp_of(h)))
     }
 
     /// The current users, re-read when the file changed.
@@ -279,8 +303,16 @@ mod tests {
         assert!(store.verify("bob", "pw-1").expect("verify"));
         assert!(!store.verify("bob", "pw-a").expect("verify"));
         assert!(!store.verify("carol", "pw-1").expect("verify"));
-        // Replace the password.
+        // Replace the password: a new stamp.
+        let stamp = store.password_stamp("bob").expect("stamp").expect("bob");
         store.add("bob", "pw-2").expect("replace");
+        let new_stamp = store.password_stamp("bob").expect("stamp").expect("bob");
+        assert_ne!(stamp, new_stamp);
+        assert_eq!(
+            store.verify_stamped("bob", "pw-2").expect("verify"),
+            Some(new_stamp)
+        );
+        assert_eq!(store.password_stamp("carol").expect("stamp"), None);
         assert!(!store.verify("bob", "pw-1").expect("verify"));
         assert!(store.verify("bob", "pw-2").expect("verify"));
         assert!(store.remove("bob").expect("remove"));

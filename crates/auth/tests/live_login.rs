@@ -286,7 +286,14 @@ spec:
 
     // Expired and forged sessions are no sessions.
     let key = SessionKey::open(data.path()).expect("key");
-    let expired = key.issue_until("alice", UNIX_EPOCH + Duration::from_secs(1_000));
+    let stamp = store
+        .password_stamp("alice")
+        .expect("stamp")
+        .expect("alice");
+    let fresh = key.issue("alice", &stamp, Duration::from_secs(600));
+    let a = get("/app/get", &[("authorization", &format!("Bearer {fresh}"))]);
+    assert_eq!(a.status, 200, "{a:?}");
+    let expired = key.issue_until("alice", &stamp, UNIX_EPOCH + Duration::from_secs(1_000));
     let a = get(
         "/app/get",
         &[BROWSER, ("cookie", &format!("packlight_session={expired}"))],
@@ -297,12 +304,18 @@ spec:
         &[("authorization", &format!("Bearer {expired}"))],
     );
     assert_eq!(a.status, 401, "{a:?}");
-    let forged = SessionKey::from_bytes(&[0u8; 32]).issue("alice", Duration::from_secs(600));
+    let forged =
+        SessionKey::from_bytes(&[0u8; 32]).issue("alice", &stamp, Duration::from_secs(600));
     let a = get(
         "/app/get",
         &[BROWSER, ("cookie", &format!("packlight_session={forged}"))],
     );
     assert_eq!(a.status, 302, "{a:?}");
+
+    // A new password ends the sessions issued under the old one.
+    store.add("bob", "new password").expect("new password");
+    let a = get("/app/api", &[JSON, ("authorization", &bearer)]);
+    assert_eq!(a.status, 401, "{a:?}");
 
     // A removed user's session stops working at once.
     assert!(store.remove("alice").expect("remove"));
