@@ -20,6 +20,7 @@
 // Diagnostics are large and live only on the cold path (see packlight-model).
 #![allow(clippy::result_large_err)]
 
+pub mod http;
 pub mod index;
 pub mod leader;
 pub mod outputs;
@@ -92,7 +93,7 @@ impl Default for OperatorConfig {
 }
 
 /// Counters of what the operator did, for tests and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     /// Reconciles run.
     pub reconciles: AtomicU64,
@@ -108,6 +109,32 @@ pub struct Stats {
     pub reads: AtomicU64,
     /// 1 while this replica leads (or runs without leader election).
     pub leader: AtomicU64,
+    /// 1 once every watch has listed everything (while leading).
+    pub synced: AtomicU64,
+    /// Objects labelled managed-by packlight in the watched scope.
+    pub managed: AtomicU64,
+    /// Seconds per namespace reconcile.
+    pub duration: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            reconciles: AtomicU64::default(),
+            errors: AtomicU64::default(),
+            applies: AtomicU64::default(),
+            deletes: AtomicU64::default(),
+            status_writes: AtomicU64::default(),
+            reads: AtomicU64::default(),
+            leader: AtomicU64::default(),
+            synced: AtomicU64::default(),
+            managed: AtomicU64::default(),
+            // 5 ms .. ~40 s
+            duration: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
+            ),
+        }
+    }
 }
 
 impl Stats {
@@ -313,6 +340,7 @@ async fn serve(
         })
         .await;
     stats.leader.store(0, Ordering::Relaxed);
+    stats.synced.store(0, Ordering::Relaxed);
 }
 
 /// `packlight operator`: run the operator against the cluster of the
@@ -344,6 +372,22 @@ pub struct OperatorArgs {
     /// Name of the leader Lease.
     #[arg(long = "lease-name", default_value = "packlight-operator")]
     pub lease_name: String,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long = "http-address", default_value = "0.0.0.0:8080")]
+    pub http_address: std::net::SocketAddr,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written (to stderr; level from `RUST_LOG`, default info).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, with span fields (namespace, ...).
+    #[default]
+    Json,
+    /// Human-readable text.
+    Text,
 }
 
 impl OperatorArgs {
@@ -372,12 +416,32 @@ impl OperatorArgs {
     }
 }
 
-/// Runs the operator until SIGINT or SIGTERM.
+/// Runs the operator until SIGINT or SIGTERM: logs, the HTTP endpoints,
+/// and the controller (behind leader election unless disabled).
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    init_logs(args.log_format);
     let client = Client::try_default().await?;
     let operator = Operator::new(client, args.config());
-    operator.run(shutdown_signal()).await;
+    let listener = tokio::net::TcpListener::bind(args.http_address).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
+    let shutdown = shutdown_signal().shared();
+    let http = tokio::spawn(http::serve(listener, operator.stats(), shutdown.clone()));
+    operator.run(shutdown).await;
+    http.await??;
     Ok(())
+}
+
+/// Installs the log subscriber (a no-op when one is installed already).
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }
 
 async fn shutdown_signal() {

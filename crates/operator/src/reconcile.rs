@@ -22,6 +22,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use packlight_model::ResourceId;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::index::{Rendered, SourceKind, home_of};
 use crate::outputs::{self, ObjectKey};
@@ -52,9 +53,9 @@ enum Placed {
 pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = ns.name_any();
     let span = tracing::info_span!("reconcile", namespace = %name);
-    let _enter = span.enter();
-    drop(_enter);
-    let result = run(&name, &ctx).await;
+    let started = std::time::Instant::now();
+    let result = run(&name, &ctx).instrument(span).await;
+    ctx.stats.duration.observe(started.elapsed().as_secs_f64());
     ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
     match &result {
         Ok(_) => {
@@ -70,9 +71,11 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
 
 async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     match tokio::time::timeout(READY_TIMEOUT, ctx.index.ready()).await {
-        Ok(true) => {}
+        Ok(true) => ctx.stats.synced.store(1, Ordering::Relaxed),
         _ => return Err(Error::NotReady),
     }
+    let managed: usize = ctx.index.outputs.iter().map(|s| s.len()).sum();
+    ctx.stats.managed.store(managed as u64, Ordering::Relaxed);
     let rendered = ctx.index.rendered().await;
     let desired = rendered.desired.get(ns).cloned().unwrap_or_default();
 

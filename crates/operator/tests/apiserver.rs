@@ -371,6 +371,33 @@ spec:
     get("Service", "httpbin".into()).await?;
     get("ServiceAccount", "sleep".into()).await?;
 
+    // The operator's endpoints report what it did.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(packlight_operator::http::serve(
+        listener,
+        h.stats.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    assert_eq!(support::http_get(addr, "/healthz").await?.0, 200);
+    assert_eq!(support::http_get(addr, "/readyz").await?.0, 200);
+    let (code, metrics) = support::http_get(addr, "/metrics").await?;
+    assert_eq!(code, 200);
+    let applies = h.stats.applies.load(Ordering::Relaxed);
+    assert!(applies > 10, "{applies}");
+    assert!(
+        metrics.contains(&format!(
+            "packlight_operator_writes_total{{operation=\"apply\"}} {applies}"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("packlight_operator_leader 1"), "{metrics}");
+    let _ = stop_http.send(());
+    http.await??;
+
     // The egress whitelist goes away: its ServiceEntry is deleted and the
     // Sidecar no longer lists the host.
     h.packlight("EgressPolicy")
