@@ -62,24 +62,40 @@ pub fn packlight() -> &'static str {
     env!("CARGO_BIN_EXE_packlight")
 }
 
-/// Real Envoy for the engine: `PACKLIGHT_ENVOY`, `envoy` on PATH, or
-/// `scripts/install-envoy`'s virtualenv. `None` when there is none.
-pub fn envoy() -> Option<PathBuf> {
+/// Real Envoy for the engine: `PACKLIGHT_ENVOY`, `envoy` on PATH, the
+/// virtualenv of `scripts/install-envoy`, or else that script run now (as
+/// `scripts/test` does: no test is skipped for a missing tool).
+pub fn envoy() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("PACKLIGHT_ENVOY") {
-        return Some(PathBuf::from(p));
+        return Ok(PathBuf::from(p));
     }
     if let Some(paths) = std::env::var_os("PATH") {
         for d in std::env::split_paths(&paths) {
             if d.join("envoy").is_file() {
-                return Some(d.join("envoy"));
+                return Ok(d.join("envoy"));
             }
         }
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    ["envoy-venv/bin/envoy", "envoy-venv/envoy"]
+    let cache = std::env::var_os("PACKLIGHT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/packlight")))
+        .unwrap_or_default();
+    if let Some(p) = ["envoy-venv/envoy", "envoy-venv/bin/envoy"]
         .iter()
-        .map(|p| home.join(".cache/packlight").join(p))
+        .map(|p| cache.join(p))
         .find(|p| p.is_file())
+    {
+        return Ok(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-envoy");
+    match std::process::Command::new(&script).output() {
+        Ok(o) if o.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        other => Err(format!(
+            "real Envoy not found (PACKLIGHT_ENVOY, PATH, {}) and {} failed ({other:?})",
+            cache.join("envoy-venv").display(),
+            script.display()
+        )),
+    }
 }
 
 /// `packlight user add NAME --data-dir D --password-stdin`.
@@ -124,9 +140,7 @@ impl Up {
         ingress_port: u16,
         users: &[User],
     ) -> Result<Up, String> {
-        let envoy = envoy().ok_or(
-            "real Envoy not found (PACKLIGHT_ENVOY, PATH, ~/.cache/packlight/envoy-venv): run scripts/install-envoy",
-        )?;
+        let envoy = envoy()?;
         std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
         let mut warnings = Vec::new();
         for u in users {
