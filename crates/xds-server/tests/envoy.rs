@@ -112,6 +112,25 @@ fn serve_traffic_and_follow_changes(mode: Mode) {
     assert_eq!(g1, 1);
     let envoy = Envoy::start("sleep", cp.addr, mode);
     wait_acked(&server, "sleep", g1);
+    // ACKed means applied: Envoy already holds the routes (RDS comes
+    // after LDS), the secrets and the warm listeners.
+    let dump = |resource: &str| envoy.admin_get(&format!("/config_dump?resource={resource}"));
+    let routes = dump("dynamic_route_configs");
+    let secrets = dump("dynamic_active_secrets");
+    for (name, part) in [
+        ("outbound", &routes),
+        ("inbound", &routes),
+        ("default", &secrets),
+        ("ROOTCA", &secrets),
+    ] {
+        assert!(
+            part.contains(&format!("\"name\": \"{name}\"")),
+            "{name}: {part}"
+        );
+    }
+    let listeners = dump("dynamic_listeners");
+    assert!(listeners.contains("active_state"), "{listeners}");
+    assert!(!listeners.contains("warming_state"), "{listeners}");
     let counts = settle(inst.outbound, "200 1.0", 50);
     assert_eq!(counts, BTreeMap::from([("200 1.0".to_string(), 50)]));
     let status = server.status("sleep").expect("status");
