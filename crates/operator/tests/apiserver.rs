@@ -611,3 +611,20 @@ async fn a_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
     assert_eq!(holder(leases.get("packlight-operator").await?), None);
     h.finish().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_whose_weights_sum_to_90_is_refused_at_apply() -> anyhow::Result<()> {
+    let h = Harness::setup("op-admission").await?;
+    let err = h
+        .apply(&route(70, 20, "2.0"))
+        .await
+        .expect_err("the API server refuses the Route");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("weights of major 1 sum to 90, not 100"),
+        "{text}"
+    );
+    let routes = h.packlight("Route").list(&ListParams::default()).await?;
+    assert!(routes.items.is_empty(), "nothing was stored");
+    h.finish().await
+}
