@@ -11,6 +11,7 @@
 //! of the resource is.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
@@ -189,7 +190,12 @@ impl Protocol for Delta {
         }
     }
 
-    fn sync(&mut self, ctx: &Ctx, generation: u64, res: &Versioned) -> Vec<DeltaDiscoveryResponse> {
+    fn sync(
+        &mut self,
+        ctx: &Ctx,
+        generation: u64,
+        res: &Arc<Versioned>,
+    ) -> Vec<DeltaDiscoveryResponse> {
         let mut out = Vec::new();
         let mut deferred = Vec::new();
         for ty in ResourceType::ALL {

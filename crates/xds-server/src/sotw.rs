@@ -7,14 +7,17 @@
 //! the view differs from the last one sent. Requests whose nonce is not
 //! the latest are stale and ignored (the protocol's rule). A NACK leaves
 //! the last response in place, so the rejected view is not sent again;
-//! the next change is.
+//! the next change is. Clusters leaving CDS stay in the CDS response
+//! until the listeners and routes were sent (a second CDS response then
+//! drops them), so no route points at a missing cluster meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use crate::Mode;
-use crate::snapshot::{ResourceType, Versioned};
+use crate::snapshot::{Entry, ResourceType, Versioned};
 use crate::stream::{Ctx, Protocol};
 
 type View = BTreeMap<String, String>;
@@ -23,6 +26,40 @@ type View = BTreeMap<String, String>;
 pub(crate) struct Sotw {
     types: [TypeState; 5],
     nonces: u64,
+    /// The snapshot of the last sync (bodies of clusters being removed).
+    previous: Option<Arc<Versioned>>,
+}
+
+impl Sotw {
+    /// A response of `ty` holding `entries`; remembered as the last sent.
+    fn respond(
+        &mut self,
+        ctx: &Ctx,
+        ty: ResourceType,
+        generation: u64,
+        entries: BTreeMap<String, Arc<Entry>>,
+    ) -> DiscoveryResponse {
+        self.nonces += 1;
+        let nonce = self.nonces.to_string();
+        let version = ctx.response_version(generation);
+        ctx.pushed(ty, &version, entries.len(), 0);
+        let resources = entries.values().map(|e| e.body.clone()).collect();
+        self.types[ty.index()].last = Some(Sent {
+            nonce: nonce.clone(),
+            version: version.clone(),
+            view: entries
+                .into_iter()
+                .map(|(name, e)| (name, e.version.clone()))
+                .collect(),
+        });
+        DiscoveryResponse {
+            version_info: version,
+            resources,
+            type_url: ty.type_url().to_string(),
+            nonce,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -95,10 +132,12 @@ impl Protocol for Sotw {
         t.names = names;
     }
 
-    fn sync(&mut self, ctx: &Ctx, generation: u64, res: &Versioned) -> Vec<DiscoveryResponse> {
+    fn sync(&mut self, ctx: &Ctx, generation: u64, res: &Arc<Versioned>) -> Vec<DiscoveryResponse> {
+        let previous = self.previous.replace(Arc::clone(res));
         let mut out = Vec::new();
+        let mut final_clusters = None;
         for ty in ResourceType::ALL {
-            let t = &mut self.types[ty.index()];
+            let t = &self.types[ty.index()];
             if !t.requested {
                 continue;
             }
@@ -110,27 +149,45 @@ impl Protocol for Sotw {
             if !send {
                 continue;
             }
-            self.nonces += 1;
-            let nonce = self.nonces.to_string();
-            let version = ctx.response_version(generation);
-            let have = res.of(ty);
-            let resources: Vec<_> = view
+            // Make before break: clusters leaving go out only after the
+            // listeners and routes that used them changed; until then
+            // the CDS response keeps them, as they were.
+            let leaving: Vec<(String, Arc<Entry>)> = match (&t.last, &previous) {
+                (Some(sent), Some(prev)) if ty == ResourceType::Cluster => sent
+                    .view
+                    .iter()
+                    .filter(|(name, _)| !view.contains_key(*name))
+                    .filter_map(|(name, version)| {
+                        prev.of(ty)
+                            .get(name)
+                            .filter(|e| &e.version == version)
+                            .map(|e| (name.clone(), Arc::clone(e)))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut entries: BTreeMap<String, Arc<Entry>> = view
                 .keys()
-                .filter_map(|name| have.get(name).map(|e| e.body.clone()))
+                .filter_map(|name| res.of(ty).get(name).map(|e| (name.clone(), Arc::clone(e))))
                 .collect();
-            ctx.pushed(ty, &version, resources.len(), 0);
-            out.push(DiscoveryResponse {
-                version_info: version.clone(),
-                resources,
-                type_url: ty.type_url().to_string(),
-                nonce: nonce.clone(),
-                ..Default::default()
-            });
-            t.last = Some(Sent {
-                nonce,
-                version,
-                view,
-            });
+            if !leaving.is_empty() {
+                final_clusters = Some(entries.clone());
+                entries.extend(leaving);
+                let unchanged = t.last.as_ref().is_some_and(|sent| {
+                    sent.view.len() == entries.len()
+                        && entries
+                            .iter()
+                            .all(|(name, e)| sent.view.get(name) == Some(&e.version))
+                });
+                if unchanged {
+                    // Only removals: nothing to send before the final one.
+                    continue;
+                }
+            }
+            out.push(self.respond(ctx, ty, generation, entries));
+        }
+        if let Some(entries) = final_clusters {
+            out.push(self.respond(ctx, ResourceType::Cluster, generation, entries));
         }
         out
     }

@@ -30,7 +30,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
     /// Subscriptions, ACK and NACK of one request.
     fn on_request(&mut self, ctx: &Ctx, req: Self::Request);
     /// The responses owed against `res` (generation `generation`), in push order.
-    fn sync(&mut self, ctx: &Ctx, generation: u64, res: &Versioned) -> Vec<Self::Response>;
+    fn sync(&mut self, ctx: &Ctx, generation: u64, res: &Arc<Versioned>) -> Vec<Self::Response>;
     /// The proxy has ACKed everything of `res` it needs.
     fn in_sync(&self, res: &Versioned) -> bool;
 }

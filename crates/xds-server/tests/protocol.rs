@@ -619,3 +619,90 @@ async fn waits_for_a_snapshot_and_ends_on_remove_and_shutdown() {
         .expect("join");
     assert!(!server.status("x").expect("x").connected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_removes_clusters_after_routes() {
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    let route = |header: &str| RouteConfiguration {
+        name: "r".to_string(),
+        response_headers_to_remove: vec![header.to_string()],
+        ..Default::default()
+    };
+    let snapshot = |clusters: &[&str], header: &str| Snapshot {
+        clusters: clusters.iter().map(|c| cluster(c, 1)).collect(),
+        routes: vec![route(header)],
+        ..Default::default()
+    };
+    let server = XdsServer::new();
+    server.set("m", snapshot(&["a", "b"], "x1"));
+    let mut r = start(&server).await;
+    let (tx, requests) = mpsc::channel(16);
+    let mut rx = r
+        .client
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .expect("sotw")
+        .into_inner();
+    let mut next = async || -> (String, Vec<String>, String) {
+        let resp = tokio::time::timeout(WAIT, rx.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        let names = resp
+            .resources
+            .iter()
+            .map(|any| match ResourceType::from_type_url(&any.type_url) {
+                Some(ResourceType::Cluster) => {
+                    <Cluster as prost::Message>::decode(any.value.as_slice())
+                        .expect("cluster")
+                        .name
+                }
+                _ => {
+                    <RouteConfiguration as prost::Message>::decode(any.value.as_slice())
+                        .expect("route")
+                        .name
+                }
+            })
+            .collect();
+        (resp.type_url, names, resp.nonce)
+    };
+    let req = |ty: ResourceType, names: &[&str], nonce: &str| DiscoveryRequest {
+        node: node("m"),
+        type_url: ty.type_url().to_string(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        response_nonce: nonce.to_string(),
+        ..Default::default()
+    };
+    let rds = ResourceType::Route;
+    tx.send(req(CDS, &[], "")).await.expect("send");
+    let (_, clusters, cds_nonce) = next().await;
+    assert_eq!(clusters, ["a", "b"]);
+    tx.send(req(rds, &["r"], "")).await.expect("send");
+    let (rds_type, _, _) = next().await;
+    assert_eq!(rds_type, rds.type_url());
+
+    // a leaves, c arrives: CDS {a, b, c}, then RDS, then CDS {b, c}.
+    server.set("m", snapshot(&["b", "c"], "x2"));
+    let (t1, n1, _) = next().await;
+    let (t2, n2, _) = next().await;
+    let (t3, n3, last_cds) = next().await;
+    assert_eq!(
+        [(t1.as_str(), n1), (t2.as_str(), n2), (t3.as_str(), n3)],
+        [
+            (CDS.type_url(), vec!["a".into(), "b".into(), "c".into()]),
+            (rds.type_url(), vec!["r".to_string()]),
+            (CDS.type_url(), vec!["b".into(), "c".into()]),
+        ]
+    );
+    assert_ne!(last_cds, cds_nonce);
+
+    // Only a removal: RDS first, then CDS without b (no interim response).
+    server.set("m", snapshot(&["c"], "x3"));
+    let (t1, _, _) = next().await;
+    let (t2, n2, _) = next().await;
+    assert_eq!(
+        (t1.as_str(), t2.as_str(), n2),
+        (rds.type_url(), CDS.type_url(), vec!["c".to_string()])
+    );
+}
