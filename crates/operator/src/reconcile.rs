@@ -32,8 +32,8 @@ use crate::{Context, Error};
 /// How often a namespace is reconciled when nothing happens (a safety net;
 /// watches drive every real change).
 const RESYNC: Duration = Duration::from_secs(600);
-/// Applies in flight per namespace.
-const APPLY_CONCURRENCY: usize = 8;
+/// Writes (applies, status) in flight per namespace.
+const WRITE_CONCURRENCY: usize = 16;
 /// How long a reconcile waits for the first lists of every watch.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -112,7 +112,7 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
             let placed = place(ctx, rendered_ref, live_ref, obj).await;
             (source, placed)
         })
-        .buffer_unordered(APPLY_CONCURRENCY)
+        .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await;
 
@@ -333,32 +333,39 @@ async fn statuses<K: SourceKind>(
     outcomes: &BTreeMap<ResourceId, Outcome>,
 ) -> Result<(), Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    for obj in store.state() {
-        if obj.namespace().as_deref() != Some(ns) {
-            continue;
-        }
-        let id = ResourceId {
-            kind: K::KIND.to_string(),
-            namespace: ns.to_string(),
-            name: obj.name_any(),
-        };
-        // Changed since the model was built: the revision moved, and the
-        // reconcile it triggers writes this status.
-        match rendered.sources.get(&id) {
-            Some(meta)
-                if meta.generation == obj.meta().generation
-                    && Some(&meta.uid) == obj.meta().uid.as_ref() => {}
-            _ => continue,
-        }
-        let value = serde_json::to_value(&*obj).map_err(Error::Json)?;
-        let current = value.get("status").cloned().unwrap_or(Value::Null);
-        let outcome = outcomes.get(&id).cloned().unwrap_or_default();
-        let conds = status::conditions(&rendered.model, &id, &outcome);
-        let next = status::status_value(&current, obj.meta().generation, &conds, K::KIND, &value);
-        if status::write(&api, &ctx.recorder, &obj, &current, &next, &conds).await? {
-            ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    let api = &api;
+    let results: Vec<Result<(), Error>> = futures::stream::iter(store.state())
+        .filter(|obj| futures::future::ready(obj.namespace().as_deref() == Some(ns)))
+        .map(|obj| async move {
+            let id = ResourceId {
+                kind: K::KIND.to_string(),
+                namespace: ns.to_string(),
+                name: obj.name_any(),
+            };
+            // Changed since the model was built: the revision moved, and
+            // the reconcile it triggers writes this status.
+            match rendered.sources.get(&id) {
+                Some(meta)
+                    if meta.generation == obj.meta().generation
+                        && Some(&meta.uid) == obj.meta().uid.as_ref() => {}
+                _ => return Ok(()),
+            }
+            let value = serde_json::to_value(&*obj).map_err(Error::Json)?;
+            let current = value.get("status").cloned().unwrap_or(Value::Null);
+            let outcome = outcomes.get(&id).cloned().unwrap_or_default();
+            let conds = status::conditions(&rendered.model, &id, &outcome);
+            let next =
+                status::status_value(&current, obj.meta().generation, &conds, K::KIND, &value);
+            if status::write(api, &ctx.recorder, &obj, &current, &next, &conds).await? {
+                ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    // Every status is attempted; the first error is returned.
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
     Ok(())
 }
 
