@@ -151,7 +151,10 @@ impl Up {
         let resp = req.send().await.expect("API reachable");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn apply(&self, yaml: &str) -> (u16, Value) {
@@ -244,12 +247,18 @@ fn route(w0: u32, w1: u32) -> String {
 
 fn mesh_dir(route_text: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    write_dir(dir.path(), &[("mesh.yaml", MESH), ("route.yaml", route_text)]);
+    write_dir(
+        dir.path(),
+        &[("mesh.yaml", MESH), ("route.yaml", route_text)],
+    );
     dir
 }
 
 /// Sends `n` GETs; returns (versions seen by header, failures).
-async fn send(client: &reqwest::Client, n: usize) -> (std::collections::BTreeMap<String, usize>, usize) {
+async fn send(
+    client: &reqwest::Client,
+    n: usize,
+) -> (std::collections::BTreeMap<String, usize>, usize) {
     let mut seen = std::collections::BTreeMap::new();
     let mut failed = 0;
     for _ in 0..n {
@@ -328,7 +337,11 @@ async fn live_weight_change_loses_no_request_and_a_bad_change_changes_nothing() 
 
     // A dry run validates and changes nothing.
     let (status, _) = up
-        .api(reqwest::Method::POST, "/apply?dryRun=true", Some(&route(10, 90)))
+        .api(
+            reqwest::Method::POST,
+            "/apply?dryRun=true",
+            Some(&route(10, 90)),
+        )
         .await;
     assert_eq!(status, 200);
     let (_, r) = up
@@ -346,7 +359,10 @@ async fn certificates_rotate_while_requests_succeed() {
     let dir = mesh_dir(&route(50, 50));
     let up = Up::start(dir.path(), &["--cert-ttl", "20s"]);
     let client = up.client_of("client").await;
-    let admin = up.instance("web").await["admin"].as_str().unwrap().to_string();
+    let admin = up.instance("web").await["admin"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let serial = || async {
         let v: Value = http
@@ -401,10 +417,15 @@ async fn a_sidecar_holds_only_what_it_may_call() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(dir.path(), &[("big.yaml", &text)]);
     let up = Up::start(dir.path(), &[]);
-    let admin = up.instance("client").await["admin"].as_str().unwrap().to_string();
+    let admin = up.instance("client").await["admin"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let dump: Value = http
-        .get(format!("http://{admin}/config_dump?resource=dynamic_active_clusters"))
+        .get(format!(
+            "http://{admin}/config_dump?resource=dynamic_active_clusters"
+        ))
         .send()
         .await
         .unwrap()
@@ -431,9 +452,17 @@ async fn the_store_survives_a_restart_and_the_api_wants_its_token() {
     let up = Up::start(dir.path(), &[]);
     // Without the token: 401; /version needs none.
     let plain = reqwest::Client::builder().no_proxy().build().unwrap();
-    let r = plain.get(format!("{}/instances", up.api)).send().await.unwrap();
+    let r = plain
+        .get(format!("{}/instances", up.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = plain.get(format!("{}/version", up.api)).send().await.unwrap();
+    let r = plain
+        .get(format!("{}/version", up.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Change through the CLI, as a user would.
     let routes = tempfile::tempdir().unwrap();
@@ -464,7 +493,16 @@ async fn the_store_survives_a_restart_and_the_api_wants_its_token() {
     assert_eq!(seen.get("1.1"), Some(&50), "{seen:?}");
     // Delete the Route: the service is served by all versions, no header.
     let out = Command::new(packlight())
-        .args(["delete", "route", "web", "-n", "shop", "--server", &up.api, "--data-dir"])
+        .args([
+            "delete",
+            "route",
+            "web",
+            "-n",
+            "shop",
+            "--server",
+            &up.api,
+            "--data-dir",
+        ])
         .arg(up.data.path())
         .output()
         .unwrap();
@@ -508,5 +546,9 @@ fn an_unreachable_engine_is_exit_code_3_and_bad_input_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("route.yaml:") && err.contains("90"), "{err}");
-    assert!(out.stdout.is_empty(), "printed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "printed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
