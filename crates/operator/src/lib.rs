@@ -157,6 +157,9 @@ pub struct Context {
     /// the apply returned (so server-side normalisation never causes
     /// re-applies).
     applied: Mutex<HashMap<ObjectKey, (u64, String)>>,
+    /// Every namespace, when the operator watches them all (to adopt
+    /// objects whose home namespace is gone; see [`reconcile`]).
+    namespaces: Option<kube::runtime::reflector::Store<Namespace>>,
 }
 
 /// The operator, ready to run.
@@ -322,6 +325,7 @@ async fn serve(
         stats: stats.clone(),
         failures: Default::default(),
         applied: Mutex::default(),
+        namespaces: config.namespace.is_none().then(|| controller.store()),
     });
 
     let retrigger =

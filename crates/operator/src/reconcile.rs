@@ -70,7 +70,14 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
-    match tokio::time::timeout(READY_TIMEOUT, ctx.index.ready()).await {
+    let ready = async {
+        let namespaces = match &ctx.namespaces {
+            Some(n) => n.wait_until_ready().await.is_ok(),
+            None => true,
+        };
+        namespaces && ctx.index.ready().await
+    };
+    match tokio::time::timeout(READY_TIMEOUT, ready).await {
         Ok(true) => ctx.stats.synced.store(1, Ordering::Relaxed),
         _ => return Err(Error::NotReady),
     }
@@ -79,10 +86,21 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     let rendered = ctx.index.rendered().await;
     let desired = rendered.desired.get(ns).cloned().unwrap_or_default();
 
+    // Objects whose home namespace was deleted (gateway objects of a gone
+    // namespace's IngressPolicy) are adopted by the namespace they are in.
+    let gone = |home: &str| {
+        ctx.namespaces.as_ref().is_some_and(|n| {
+            n.get(&kube::runtime::reflector::ObjectRef::new(home))
+                .is_none()
+        })
+    };
     let mut live: BTreeMap<ObjectKey, Value> = BTreeMap::new();
     for (kind, store) in ctx.index.outputs.iter().enumerate() {
         for obj in store.state() {
-            if home_of(&obj).as_deref() == Some(ns) {
+            let home = home_of(&obj);
+            let adopted = home.as_deref().is_some_and(|h| h != ns && gone(h))
+                && obj.namespace().as_deref() == Some(ns);
+            if home.as_deref() == Some(ns) || adopted {
                 let mut value = serde_json::to_value(&*obj).unwrap_or(Value::Null);
                 // Items of a list carry no apiVersion and kind.
                 if let (Some(ar), Some(map)) =
