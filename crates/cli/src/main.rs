@@ -41,6 +41,8 @@ enum Command {
     Validate(render::ValidateArgs),
     /// Print packlight's CustomResourceDefinitions as YAML.
     Crds,
+    /// Run the Kubernetes operator: reconcile packlight resources into Istio.
+    Operator(packlight_operator::OperatorArgs),
     /// Run the standalone engine: the mesh on this machine with real Envoy.
     Up(standalone::UpArgs),
     /// Apply resources to a running standalone engine.
@@ -92,6 +94,21 @@ fn demo_app(args: packlight_demo_app::DemoAppArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// `packlight operator`: runs until SIGINT/SIGTERM; exit 0, or 3 when the
+/// API server cannot be reached.
+fn operator(args: packlight_operator::OperatorArgs) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(packlight_operator::run(args)) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => {
+            eprintln!("packlight operator: {e:#}");
+            Ok(exit::UNREACHABLE)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -99,6 +116,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => render::validate(args),
         Command::Crds => render::crds(),
         Command::DemoApp(args) => demo_app(args),
+        Command::Operator(args) => operator(args),
         Command::Up(args) => standalone::up(args),
         Command::Apply(args) => standalone::apply(args),
         Command::Get(args) => standalone::get(args),
