@@ -398,6 +398,48 @@ spec:
     let _ = stop_http.send(());
     http.await??;
 
+    // An invalid EgressPolicy (a port out of range: the model's check, not
+    // the CRD's) keeps its last good output, including the merged Sidecar.
+    h.apply(
+        r#"
+apiVersion: packlight.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: sleep-egress}
+spec:
+  service: sleep
+  hosts: ["www.aliyun.com", "new.example.com", "api.example.com:99999"]
+"#,
+    )
+    .await?;
+    let e = h
+        .wait_condition(
+            "EgressPolicy",
+            "sleep-egress",
+            "Accepted",
+            "False",
+            "Invalid",
+        )
+        .await?;
+    assert!(
+        condition(&e, "Accepted").unwrap()["message"]
+            .to_string()
+            .contains("99999"),
+        "{}",
+        e["status"]
+    );
+    let sidecar = get("Sidecar", "sleep".into()).await?;
+    let hosts = sidecar["spec"]["egress"][0]["hosts"].to_string();
+    assert!(
+        hosts.contains("./www.aliyun.com") && !hosts.contains("new.example.com"),
+        "{hosts}"
+    );
+    get("ServiceEntry", "sleep-egress-www-aliyun-com-80-443".into()).await?;
+    assert!(
+        h.get_output("ServiceEntry", "sleep-egress-new-example-com-80-443")
+            .await?
+            .is_none()
+    );
+
     // The egress whitelist goes away: its ServiceEntry is deleted and the
     // Sidecar no longer lists the host.
     h.packlight("EgressPolicy")
