@@ -3,7 +3,7 @@
 //! IR from what was accepted. A rejected resource contributes nothing, so
 //! runtimes keep its last good output.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::diagnostic::{Diagnostic, Reason, ResourceId};
 use crate::ir::*;
@@ -62,10 +62,10 @@ pub fn build(inputs: &[Input]) -> Model {
 /// Builds, leaving every diagnostic pending with its origin.
 pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
     let mut b = Builder::default();
-    let mut seen: BTreeMap<ResourceId, usize> = BTreeMap::new();
     for (i, input) in inputs.iter().enumerate() {
         let id = input.resource.id();
-        if seen.contains_key(&id) {
+        // `index` holds every resource seen so far.
+        if b.index.contains_key(&id) {
             b.reject(
                 &id,
                 Reason::Invalid,
@@ -77,7 +77,6 @@ pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
             );
             continue;
         }
-        seen.insert(id.clone(), i);
         b.single(&id, &input.resource, i);
     }
     b.cross();
@@ -140,6 +139,14 @@ fn sort_diagnostics(diagnostics: &mut Vec<Diagnostic>) {
             ))
     });
     diagnostics.dedup();
+}
+
+/// What a cross-resource check found about a resource.
+enum Finding {
+    /// It is invalid.
+    Error(ResourceId, Diagnostic),
+    /// It is accepted with a warning.
+    Warning(ResourceId, Diagnostic),
 }
 
 #[derive(Default)]
@@ -287,101 +294,98 @@ impl Builder {
                 }
             }
         }
-        let routes: Vec<(ServiceKey, ResourceId, RouteTable)> = self
-            .routes
-            .iter()
-            .flat_map(|(k, l)| {
-                l.iter()
-                    .map(move |(id, t)| (k.clone(), id.clone(), t.clone()))
-            })
-            .collect();
-        for (svc, id, table) in &routes {
-            if !self.accepted(id) {
-                continue;
-            }
-            match self.workloads.get(svc) {
-                Some(w) => {
-                    if !w.protocol.is_l7() {
-                        self.error(
-                            id,
-                            Reason::Invalid,
-                            Diagnostic::error(format!("service {} speaks tcp: no HTTP routing", svc.name))
-                                .on(id)
-                                .at("spec.service")
-                                .hint("set the Microservice's protocol to http or grpc, or remove the Route"),
-                        );
-                        continue;
-                    }
-                    let missing: Vec<String> = table
-                        .versions()
-                        .into_iter()
-                        .filter(|v| !w.versions.contains_key(v))
-                        .map(|v| v.to_string())
-                        .collect();
-                    if !missing.is_empty() {
-                        let have: Vec<String> = w.versions.keys().map(|v| v.to_string()).collect();
-                        let field = self
-                            .route_fields
-                            .get(id)
-                            .and_then(|fs| {
-                                fs.iter().find(|(_, v)| missing.contains(&v.to_string()))
-                            })
-                            .map(|(f, _)| f.clone())
-                            .unwrap_or_else(|| "spec.rules".to_string());
-                        self.error(
-                            id,
-                            Reason::Invalid,
-                            Diagnostic::error(format!(
-                                "version {} is not a version of Microservice {}/{} (it has {})",
-                                missing.join(", "),
-                                svc.namespace,
-                                svc.name,
-                                have.join(", ")
-                            ))
-                            .on(id)
-                            .at(field)
-                            .hint("add the version to the Microservice or fix the Route"),
-                        );
-                    }
+        // Checks read the builder; their findings are applied afterwards,
+        // in the order found (no table or rule is copied to do so).
+        let mut found: Vec<Finding> = Vec::new();
+        for (svc, list) in &self.routes {
+            for (id, table) in list {
+                if !self.accepted(id) {
+                    continue;
                 }
-                None => self.warn(
-                    id,
-                    Diagnostic::warning(format!(
-                        "no Microservice {} is given; the Route is rendered alone",
-                        svc.name
-                    ))
-                    .on(id)
-                    .at("spec.service"),
-                ),
+                match self.workloads.get(svc) {
+                    Some(w) => {
+                        if !w.protocol.is_l7() {
+                            found.push(Finding::Error(
+                                id.clone(),
+                                Diagnostic::error(format!("service {} speaks tcp: no HTTP routing", svc.name))
+                                    .on(id)
+                                    .at("spec.service")
+                                    .hint("set the Microservice's protocol to http or grpc, or remove the Route"),
+                            ));
+                            continue;
+                        }
+                        let missing: Vec<String> = table
+                            .versions()
+                            .into_iter()
+                            .filter(|v| !w.versions.contains_key(v))
+                            .map(|v| v.to_string())
+                            .collect();
+                        if !missing.is_empty() {
+                            let have: Vec<String> =
+                                w.versions.keys().map(|v| v.to_string()).collect();
+                            let field = self
+                                .route_fields
+                                .get(id)
+                                .and_then(|fs| {
+                                    fs.iter().find(|(_, v)| missing.contains(&v.to_string()))
+                                })
+                                .map(|(f, _)| f.clone())
+                                .unwrap_or_else(|| "spec.rules".to_string());
+                            found.push(Finding::Error(
+                                id.clone(),
+                                Diagnostic::error(format!(
+                                    "version {} is not a version of Microservice {}/{} (it has {})",
+                                    missing.join(", "),
+                                    svc.namespace,
+                                    svc.name,
+                                    have.join(", ")
+                                ))
+                                .on(id)
+                                .at(field)
+                                .hint("add the version to the Microservice or fix the Route"),
+                            ));
+                        }
+                    }
+                    None => found.push(Finding::Warning(
+                        id.clone(),
+                        Diagnostic::warning(format!(
+                            "no Microservice {} is given; the Route is rendered alone",
+                            svc.name
+                        ))
+                        .on(id)
+                        .at("spec.service"),
+                    )),
+                }
             }
         }
-        let access: Vec<(ResourceId, ServiceKey, Vec<AccessRule>)> = self
-            .access
-            .iter()
-            .map(|(id, (k, r))| (id.clone(), k.clone(), r.clone()))
-            .collect();
-        for (id, callee, rules) in &access {
+        for (id, (callee, rules)) in &self.access {
             if !self.workloads.contains_key(callee) {
-                self.warn(
-                    id,
+                found.push(Finding::Warning(
+                    id.clone(),
                     Diagnostic::warning(format!("no Microservice {} is given", callee.name))
                         .on(id)
                         .at("spec.service")
                         .hint("the policy applies once the service exists"),
-                );
+                ));
             }
             for (i, rule) in rules.iter().enumerate() {
                 for (j, caller) in rule.from.iter().enumerate() {
                     if !self.workloads.contains_key(caller) {
-                        self.warn(
-                            id,
+                        found.push(Finding::Warning(
+                            id.clone(),
                             Diagnostic::warning(format!("caller {caller} does not exist"))
                                 .on(id)
                                 .at(format!("spec.allow[{i}].from[{j}]"))
                                 .hint("check the name; the rule applies once the caller exists"),
-                        );
+                        ));
                     }
                 }
+            }
+        }
+        for f in found {
+            match f {
+                Finding::Error(id, d) => self.error(&id, Reason::Invalid, d),
+                Finding::Warning(id, d) => self.warn(&id, d),
             }
         }
         let egress: Vec<(ResourceId, Option<ServiceKey>)> = self
@@ -494,27 +498,26 @@ impl Builder {
         }
     }
 
+    /// The mesh of everything accepted. Moves the accepted parts out of
+    /// the builder (nothing is copied); only diagnostics and verdicts are
+    /// used afterwards.
     fn assemble(&mut self) -> Mesh {
         let mut mesh = Mesh::default();
-        let accepted: BTreeSet<ResourceId> = self
-            .verdicts
-            .iter()
-            .filter(|(_, v)| **v == Verdict::Accepted)
-            .map(|(k, _)| k.clone())
+        let accepted = |verdicts: &BTreeMap<ResourceId, Verdict>, id: &ResourceId| {
+            matches!(verdicts.get(id), Some(Verdict::Accepted))
+        };
+        let verdicts = &self.verdicts;
+        mesh.namespaces = std::mem::take(&mut self.namespaces)
+            .into_iter()
+            .filter(|(_, p)| p.source.as_ref().is_some_and(|s| accepted(verdicts, s)))
             .collect();
-        mesh.namespaces = self
-            .namespaces
-            .iter()
-            .filter(|(_, p)| p.source.as_ref().is_some_and(|s| accepted.contains(s)))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (key, w) in &self.workloads {
-            if accepted.contains(&w.source) {
+        for (key, w) in std::mem::take(&mut self.workloads) {
+            if accepted(verdicts, &w.source) {
                 mesh.services.insert(
                     key.clone(),
                     Service {
-                        key: key.clone(),
-                        workload: Some(w.clone()),
+                        key,
+                        workload: Some(w),
                         route: None,
                         route_source: None,
                         policy: WorkloadPolicy::default(),
@@ -522,9 +525,9 @@ impl Builder {
                 );
             }
         }
-        for (key, list) in &self.routes {
+        for (key, list) in std::mem::take(&mut self.routes) {
             for (id, table) in list {
-                if !accepted.contains(id) {
+                if !accepted(verdicts, &id) {
                     continue;
                 }
                 let svc = mesh.services.entry(key.clone()).or_insert_with(|| Service {
@@ -534,31 +537,28 @@ impl Builder {
                     route_source: None,
                     policy: WorkloadPolicy::default(),
                 });
-                svc.route = Some(table.clone());
-                svc.route_source = Some(id.clone());
+                svc.route = Some(table);
+                svc.route_source = Some(id);
             }
         }
         // Inbound access: the merged allow rules of every AccessPolicy of
         // a callee (Istio: the union of ALLOW policies).
-        for (id, (callee, rules)) in &self.access {
-            if !accepted.contains(id) {
+        for (id, (callee, rules)) in std::mem::take(&mut self.access) {
+            if !accepted(verdicts, &id) {
                 continue;
             }
             let svc = mesh
                 .services
                 .entry(callee.clone())
                 .or_insert_with(|| Service {
-                    key: callee.clone(),
+                    key: callee,
                     workload: None,
                     route: None,
                     route_source: None,
                     policy: WorkloadPolicy::default(),
                 });
-            svc.policy
-                .access
-                .get_or_insert_with(Vec::new)
-                .extend(rules.iter().cloned());
-            svc.policy.access_sources.push(id.clone());
+            svc.policy.access.get_or_insert_with(Vec::new).extend(rules);
+            svc.policy.access_sources.push(id);
         }
         // Outbound reach granted by name.
         let mut grants: Vec<(ServiceKey, ServiceKey)> = Vec::new();
@@ -575,11 +575,10 @@ impl Builder {
             }
         }
         // Egress whitelists: namespace-wide ones and the service's own.
-        for (id, grant) in &self.egress {
-            if !accepted.contains(id) {
+        for (id, grant) in std::mem::take(&mut self.egress) {
+            if !accepted(verdicts, &id) {
                 continue;
             }
-            mesh.egress.insert(id.clone(), grant.clone());
             // The service itself, or every service of the namespace: a
             // range over the ordered map, never a walk over the mesh.
             let targets: Vec<ServiceKey> = match &grant.service {
@@ -599,16 +598,15 @@ impl Builder {
                     svc.policy.egress_sources.push(id.clone());
                 }
             }
+            mesh.egress.insert(id, grant);
         }
         for svc in mesh.services.values_mut() {
             svc.policy.egress.sort();
             svc.policy.egress.dedup();
         }
-        mesh.ingresses = self
-            .ingresses
-            .iter()
-            .filter(|(id, _)| accepted.contains(*id))
-            .map(|(k, v)| (k.clone(), v.clone()))
+        mesh.ingresses = std::mem::take(&mut self.ingresses)
+            .into_iter()
+            .filter(|(id, _)| accepted(verdicts, id))
             .collect();
         mesh.reindex();
         mesh

@@ -108,11 +108,81 @@ pub fn parse_yaml(text: &str, file: Option<&str>) -> Result<Vec<SourceDoc>, Diag
 /// Parses like [`parse_yaml`] but records no positions: the fast path.
 /// Diagnostics found later are placed by parsing the text again with
 /// positions ([`crate::load`] does).
+///
+/// A large text is cut at its document markers and the pieces are parsed
+/// on two threads; the result is the same as one pass (anchors never cross
+/// documents). Whenever a piece fails, or the pieces together break a
+/// limit, the whole text is parsed again in one pass, so errors and their
+/// positions are exactly those of one pass.
 pub fn parse_yaml_values(text: &str, file: Option<&str>) -> Result<Vec<Value>, Diagnostic> {
+    if let Some(docs) = parse_halves(text) {
+        return Ok(docs);
+    }
     Ok(parse(text, file, false)?
         .into_iter()
         .map(|d| d.value)
         .collect())
+}
+
+/// Texts smaller than this are parsed in one pass.
+const PARALLEL_MIN_BYTES: usize = 256 << 10;
+
+/// The documents of `text` parsed in two halves on two threads, or `None`
+/// when the text is small, has no document marker near its middle, or
+/// either half (or their sum) fails in any way.
+fn parse_halves(text: &str) -> Option<Vec<Value>> {
+    if text.len() < PARALLEL_MIN_BYTES || text.len() > MAX_INPUT_BYTES {
+        return None;
+    }
+    let cut = document_start_after(text, text.len() / 2)?;
+    let (first, second) = text.split_at(cut);
+    let (a, b) = std::thread::scope(|s| {
+        // No thread to be had: one pass, as for a small text.
+        let other = std::thread::Builder::new()
+            .spawn_scoped(s, || parse_counted(second))
+            .ok()?;
+        let a = parse_counted(first);
+        Some((a, other.join().ok().flatten()))
+    })?;
+    let ((mut docs, nodes_a), (more, nodes_b)) = (a?, b?);
+    if docs.len() + more.len() > MAX_DOCUMENTS || nodes_a + nodes_b > MAX_NODES {
+        return None;
+    }
+    docs.extend(more);
+    Some(docs)
+}
+
+/// The byte offset of the first line at or after `from` that starts a
+/// document (`---` followed by a blank or the end of the line), when the
+/// text has no directives (`%` at a line start, which belong to the next
+/// document and would be cut off from it).
+fn document_start_after(text: &str, from: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    if b.first() == Some(&b'%') || text.contains("\n%") {
+        return None;
+    }
+    let mut i = from;
+    while let Some(nl) = b[i..].iter().position(|&c| c == b'\n') {
+        let line = i + nl + 1;
+        if b[line..].starts_with(b"---")
+            && matches!(b.get(line + 3), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            return Some(line);
+        }
+        i = line;
+    }
+    None
+}
+
+/// One piece's documents and node count; `None` on any error.
+fn parse_counted(text: &str) -> Option<(Vec<Value>, usize)> {
+    let mut reader = Reader {
+        parser: Parser::new_from_str(text),
+        anchors: BTreeMap::new(),
+        nodes: 0,
+    };
+    let docs = read_documents(&mut reader, None, false).ok()?;
+    Some((docs.into_iter().map(|d| d.value).collect(), reader.nodes))
 }
 
 fn parse(text: &str, file: Option<&str>, with_spans: bool) -> Result<Vec<SourceDoc>, Diagnostic> {
@@ -140,6 +210,24 @@ fn parse(text: &str, file: Option<&str>, with_spans: bool) -> Result<Vec<SourceD
         parser: Parser::new_from_str(text),
         anchors: BTreeMap::new(),
         nodes: 0,
+    };
+    read_documents(&mut reader, file, with_spans)
+}
+
+/// Every document of the reader's text.
+fn read_documents(
+    reader: &mut Reader<'_>,
+    file: Option<&str>,
+    with_spans: bool,
+) -> Result<Vec<SourceDoc>, Diagnostic> {
+    let fail = |pos: Option<Pos>, msg: String, hint: &str| {
+        let mut d = Diagnostic::error(msg).hint(hint.to_string());
+        d.file = file.map(str::to_string);
+        if let Some(p) = pos {
+            d.line = Some(p.line);
+            d.column = Some(p.column);
+        }
+        d
     };
     let mut docs = Vec::new();
     loop {
@@ -435,6 +523,51 @@ mod tests {
         }
         let err = parse_yaml(&text, None).unwrap_err();
         assert!(err.message.contains("nodes"), "{err}");
+    }
+
+    fn one_pass(text: &str) -> Result<Vec<Value>, Diagnostic> {
+        Ok(parse(text, Some("f.yaml"), false)?
+            .into_iter()
+            .map(|d| d.value)
+            .collect())
+    }
+
+    #[test]
+    fn halves_equal_one_pass() {
+        let mut text = String::new();
+        for i in 0..6000 {
+            text.push_str(&format!(
+                "---\na{i}: &x [1, '2', {{b: c}}]\nb: *x\n# c\n---\n--- {{k: {i}}}\n"
+            ));
+        }
+        assert!(text.len() > PARALLEL_MIN_BYTES);
+        assert!(parse_halves(&text).is_some());
+        assert_eq!(parse_yaml_values(&text, Some("f.yaml")), one_pass(&text));
+        // An error in either half: exactly the one-pass diagnostic.
+        for bad in [format!("{text}a: [1\n"), format!("a: [1\n{text}")] {
+            assert!(parse_halves(&bad).is_none());
+            let err = parse_yaml_values(&bad, Some("f.yaml")).unwrap_err();
+            assert_eq!(Err(err), one_pass(&bad));
+        }
+    }
+
+    #[test]
+    fn markers_inside_scalars_are_not_cut() {
+        let half = "x: 1\n---\n".repeat(20_000);
+        for middle in [
+            "q: \"a\n---\nb\"\n",
+            "q: 'a\n---\nb'\n",
+            "q: |\n  a\n---\nb: 1\n",
+            "q: [a,\n---\n]\n",
+            "%YAML 1.2\n---\n",
+        ] {
+            let text = format!("{half}{middle}{half}");
+            assert_eq!(
+                parse_yaml_values(&text, Some("f.yaml")),
+                one_pass(&text),
+                "{middle:?}"
+            );
+        }
     }
 
     #[test]
