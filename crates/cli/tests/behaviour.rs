@@ -344,6 +344,17 @@ impl Run<'_> {
                     format!("http://{}{path}", self.up.ingress),
                 )
             }
+            From::Api => {
+                if let Some(text) = &case.apply {
+                    return self.apply(case, text).await;
+                }
+                extra.push(("authorization".into(), format!("Bearer {}", self.up.token)));
+                let path = req.path.as_deref().unwrap_or("/");
+                Sender::Http(
+                    client::client(None)?,
+                    format!("http://{}{path}", self.up.api),
+                )
+            }
             From::Outside => {
                 let to = case.to.as_ref().ok_or("from: outside needs to")?;
                 let (ns, svc) = split_service(&to.service);
@@ -409,6 +420,54 @@ impl Run<'_> {
             tally.add(&case.expect, &outcome);
         }
         Ok(tally.verdict(&case.expect, case.count))
+    }
+}
+
+impl Run<'_> {
+    /// `POST /apply[?dryRun=true]`; after a 2xx real apply, waits until
+    /// every instance has ACKed again.
+    async fn apply(&self, case: &Case, text: &str) -> Result<Vec<String>, String> {
+        let q = if case.dry_run { "?dryRun=true" } else { "" };
+        let url = format!("http://{}/apply{q}", self.up.api);
+        let http = client::client(None)?;
+        let resp = http
+            .post(&url)
+            .bearer_auth(&self.up.token)
+            .header("content-type", "application/yaml")
+            .body(text.to_owned())
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.text().await.map_err(|e| e.to_string())?;
+        let mut tally = Tally::default();
+        tally.add(
+            &case.expect,
+            &Outcome::Response {
+                status,
+                headers,
+                body,
+            },
+        );
+        let mut problems = tally.verdict(&case.expect, 1);
+        if (200..300).contains(&status) && !case.dry_run {
+            // Let the engine start pushing, then wait for every ACK.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Err(e) = self.up.wait_ready().await {
+                problems.push(format!("after the apply: {e}"));
+            }
+        }
+        Ok(problems)
     }
 }
 
@@ -533,6 +592,7 @@ cases:
 - {name: a, from: demo/sleep, via: call, request: {url: "http://httpbin:8000/"}, expect: {status: 200}}
 - {name: b, from: ingress, request: {path: /x}, count: 3, expect: {versions: {"1.0": 80, "1.1": 20}}}
 - {name: c, from: sleep, request: {method: CONNECT, authority: "a:443"}, expect: {refused: true}}
+- {name: d, from: api, apply: "kind: Route", dryRun: true, expect: {status: 422}}
 "#;
         let f = CaseFile::parse(ok).unwrap();
         assert_eq!(
@@ -545,6 +605,8 @@ cases:
         assert_eq!(f.cases[0].via, Via::Call);
         assert_eq!(f.cases[1].from, From::Ingress);
         assert_eq!(f.cases[1].count, 3);
+        assert_eq!(f.cases[3].from, From::Api);
+        assert!(f.cases[3].dry_run);
         for (bad, why) in [
             ("name: t\nresources: {}\ncases: []\n", "example or inline"),
             (
@@ -566,6 +628,14 @@ cases:
             (
                 "name: t\nresources: {inline: x}\ncases: [{name: a, from: ingress, request: {path: /, method: CONNECT, authority: a}}]\n",
                 "CONNECT",
+            ),
+            (
+                "name: t\nresources: {inline: x}\ncases: [{name: a, from: api, apply: x, count: 2}]\n",
+                "once",
+            ),
+            (
+                "name: t\nresources: {inline: x}\ncases: [{name: a, from: sleep, apply: x, request: {url: u}}]\n",
+                "from: api",
             ),
         ] {
             let e = CaseFile::parse(bad).unwrap_err();

@@ -257,6 +257,13 @@ impl Up {
     }
 
     async fn wait_instances(&mut self) -> Result<(), String> {
+        self.instances = self.wait_ready().await?;
+        Ok(())
+    }
+
+    /// Polls `GET /instances` until every instance is ready (its Envoy
+    /// ACKed the latest config, its app accepts), bounded.
+    pub async fn wait_ready(&self) -> Result<Vec<Instance>, String> {
         let deadline = tokio::time::Instant::now() + INSTANCES_TIMEOUT;
         loop {
             let v = self.api_get("/instances").await?;
@@ -274,9 +281,8 @@ impl Up {
                     )
                 })
                 .collect();
-            self.instances = list;
             if waiting.is_empty() {
-                return Ok(());
+                return Ok(list);
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(

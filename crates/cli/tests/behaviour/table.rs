@@ -61,6 +61,9 @@ pub enum From {
     Ingress,
     /// Straight to an instance address (`to`), without a mesh certificate.
     Outside,
+    /// The engine's API with its token: `apply` (POST /apply) or a GET of
+    /// `request.path`.
+    Api,
     /// From inside a workload (`ns/service` or `service`).
     Workload {
         namespace: Option<String>,
@@ -74,6 +77,7 @@ impl<'de> Deserialize<'de> for From {
         Ok(match s.as_str() {
             "ingress" => From::Ingress,
             "outside" => From::Outside,
+            "api" => From::Api,
             other => match other.split_once('/') {
                 Some((ns, svc)) if !ns.is_empty() && !svc.is_empty() => From::Workload {
                     namespace: Some(ns.to_owned()),
@@ -81,7 +85,7 @@ impl<'de> Deserialize<'de> for From {
                 },
                 Some(_) => {
                     return Err(serde::de::Error::custom(format!(
-                        "from: {other:?} is not ingress, outside, SERVICE or NS/SERVICE"
+                        "from: {other:?} is not ingress, outside, api, SERVICE or NS/SERVICE"
                     )));
                 }
                 None => From::Workload {
@@ -173,6 +177,13 @@ pub struct Case {
     /// A login step instead of a request (`from: ingress`).
     #[serde(default)]
     pub login: Option<Login>,
+    /// Resources to `POST /apply` (`from: api`); after a 2xx answer the
+    /// runner waits until every instance is ready again (ACKed).
+    #[serde(default)]
+    pub apply: Option<String>,
+    /// With `apply`: `?dryRun=true`.
+    #[serde(default)]
+    pub dry_run: bool,
     #[serde(default)]
     pub request: Request,
     /// A session from an earlier login step.
@@ -312,6 +323,18 @@ impl CaseFile {
                     return Err(at("a login step is from: ingress"));
                 }
                 continue;
+            }
+            if c.from == From::Api {
+                if c.apply.is_none() && c.request.path.is_none() {
+                    return Err(at("from: api needs apply or request.path"));
+                }
+                if c.count != 1 && c.apply.is_some() {
+                    return Err(at("an apply is sent once (count 1)"));
+                }
+                continue;
+            }
+            if c.apply.is_some() {
+                return Err(at("apply is sent from: api"));
             }
             let connect = c.request.method.as_deref() == Some("CONNECT");
             match &c.from {
