@@ -85,7 +85,9 @@ pub struct Mesh {
 pub struct NamespaceReach {
     /// Services in the namespace.
     pub services: usize,
-    /// Services any mesh caller may call ([`Mesh::is_open`]).
+    /// Services every mesh caller's proxy routes to ([`Mesh::is_routable`]):
+    /// open ones, and those guarded by an AccessPolicy (whose RBAC answers
+    /// a caller it does not allow with `403`).
     pub open: BTreeSet<ServiceKey>,
 }
 
@@ -114,6 +116,16 @@ impl Mesh {
         }
     }
 
+    /// True when every caller's proxy routes to `svc`: it is open, or it
+    /// has an AccessPolicy. DESIGN.md: "once a service has an
+    /// AccessPolicy, callers it does not allow get `403` with body `RBAC:
+    /// access denied`" — so they must reach it; only services denied by
+    /// the namespace default alone (no AccessPolicy) are left out of
+    /// callers' configs (no route: `502`, Istio's BlackHoleCluster).
+    pub fn is_routable(&self, svc: &Service) -> bool {
+        svc.policy.access.is_some() || self.is_open(svc)
+    }
+
     /// Recomputes [`Mesh::reach_index`]; call after changing `services`,
     /// their access policy or `namespaces`.
     pub fn reindex(&mut self) {
@@ -121,7 +133,7 @@ impl Mesh {
         for svc in self.services.values() {
             let entry = index.entry(svc.key.namespace.clone()).or_default();
             entry.services += 1;
-            if self.is_open(svc) {
+            if self.is_routable(svc) {
                 entry.open.insert(svc.key.clone());
             }
         }
@@ -141,7 +153,7 @@ impl Mesh {
             .take_while(move |k| k.namespace == namespace)
     }
 
-    /// What `caller` may reach, per namespace: `None` for every service
+    /// What `caller` routes to, per namespace: `None` for every service
     /// of that namespace, else the services it may call there. Namespaces
     /// it may reach nothing in are absent. Costs O(namespaces + answer),
     /// using [`Mesh::reach_index`].
@@ -177,7 +189,7 @@ impl Mesh {
         out
     }
 
-    /// Every service `caller` may call, in order. Costs O(namespaces +
+    /// Every service `caller` routes to, in order. Costs O(namespaces +
     /// answer).
     pub fn reachable(&self, caller: &ServiceKey) -> Vec<&Service> {
         let mut keys: BTreeSet<&ServiceKey> = BTreeSet::new();

@@ -1,5 +1,7 @@
 //! `Mesh::reach` and `Mesh::reachable` answer from the per-namespace index;
-//! they must agree with the definition (`Mesh::may_call` on every pair).
+//! they must agree with the definition (`Mesh::is_routable` on every
+//! pair: open services, and those guarded by an AccessPolicy, which answer
+//! callers they do not allow with 403).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,7 +69,7 @@ proptest! {
             let want: BTreeSet<&ServiceKey> = mesh
                 .services
                 .values()
-                .filter(|s| s.key != *caller && mesh.may_call(caller, s))
+                .filter(|s| s.key != *caller && mesh.is_routable(s))
                 .map(|s| &s.key)
                 .collect();
             let got: BTreeSet<&ServiceKey> = mesh.reachable(caller).into_iter().map(|s| &s.key).collect();
