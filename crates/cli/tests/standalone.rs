@@ -552,3 +552,69 @@ fn an_unreachable_engine_is_exit_code_3_and_bad_input_exit_1() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_counts_per_version_and_events_stream_changes() {
+    let dir = mesh_dir(&route(80, 20));
+    let up = Up::start(dir.path(), &[]);
+    // Events: subscribe first, then change something.
+    let mut events = up
+        .http
+        .get(format!("{}/events", up.api))
+        .bearer_auth(&up.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let (status, _) = up.apply(&route(70, 30)).await;
+    assert_eq!(status, 200);
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(text.contains("\"configured\"") && text.contains("\"Programmed\"")) {
+        assert!(Instant::now() < deadline, "events so far: {text}");
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.chunk()).await {
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("event stream ended: {other:?}; got {text}"),
+        }
+    }
+    assert!(text.contains("\"kind\":\"Route\""), "{text}");
+    drop(events);
+    up.programmed("shop", "web", 2).await;
+
+    // Traffic: what the sidecars served, per version, from their stats.
+    let client = up.client_of("client").await;
+    let (seen, failed) = send(&client, 400).await;
+    assert_eq!(failed, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, report) = up.api(reqwest::Method::GET, "/traffic", None).await;
+        let total = |v: &str| {
+            report
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["service"] == "web" && t["version"] == v)
+                .and_then(|t| t["requestsTotal"].as_u64())
+                .unwrap_or(0)
+        };
+        let (a, b) = (total("1.0"), total("1.1"));
+        if a + b >= 400 {
+            // Exactly what the client saw per version (the inbound side
+            // counts each request once).
+            assert_eq!(a as usize, seen["1.0"], "{report}");
+            assert_eq!(b as usize, seen["1.1"], "{report}");
+            let rps: f64 = report
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["service"] == "web")
+                .filter_map(|t| t["requestsPerSecond"].as_f64())
+                .sum();
+            assert!(rps >= 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "traffic report: {report}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -124,27 +124,64 @@ impl Traffic {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dechunks() {
+        assert_eq!(
+            super::dechunk("4\r\nabcd\r\n2;x=y\r\nef\r\n0\r\n\r\n").as_deref(),
+            Some("abcdef")
+        );
+        assert_eq!(super::dechunk("zz\r\n"), None);
+    }
+}
+
 fn max(v: &[f64]) -> Option<f64> {
     v.iter().copied().reduce(f64::max)
 }
 
-/// GET on an Envoy admin port (HTTP/1.0, read to the end), bounded in
+/// GET on an Envoy admin port (HTTP/1.1, `Connection: close`, read to the
+/// end; Envoy refuses HTTP/1.0 with 426), bounded in
 /// time.
 pub async fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {admin}\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        let chunked = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+        if chunked {
+            dechunk(body)
+        } else {
+            Some(body.to_string())
+        }
     };
     tokio::time::timeout(Duration::from_secs(2), fut)
         .await
         .ok()
         .flatten()
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 async fn inbound_stats(admin: SocketAddr) -> Option<InstanceStats> {
