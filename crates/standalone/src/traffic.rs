@@ -124,18 +124,6 @@ impl Traffic {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dechunks() {
-        assert_eq!(
-            super::dechunk("4\r\nabcd\r\n2;x=y\r\nef\r\n0\r\n\r\n").as_deref(),
-            Some("abcdef")
-        );
-        assert_eq!(super::dechunk("zz\r\n"), None);
-    }
-}
-
 fn max(v: &[f64]) -> Option<f64> {
     v.iter().copied().reduce(f64::max)
 }
@@ -228,4 +216,16 @@ async fn inbound_stats(admin: SocketAddr) -> Option<InstanceStats> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dechunks() {
+        assert_eq!(
+            super::dechunk("4\r\nabcd\r\n2;x=y\r\nef\r\n0\r\n\r\n").as_deref(),
+            Some("abcdef")
+        );
+        assert_eq!(super::dechunk("zz\r\n"), None);
+    }
 }
