@@ -51,6 +51,8 @@ enum Command {
     Get(standalone::GetArgs),
     /// Delete a resource of a running standalone engine.
     Delete(standalone::DeleteArgs),
+    /// Run the login service alone (Kubernetes: Istio's CUSTOM provider).
+    LoginService(standalone::LoginServiceArgs),
     /// Manage the login service's users (in the engine's data directory).
     User(standalone::UserArgs),
     /// Run the demo HTTP service (for demos and tests).
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
         Command::Get(args) => standalone::get(args),
         Command::Delete(args) => standalone::delete(args),
         Command::User(args) => standalone::user(args),
+        Command::LoginService(args) => standalone::login_service(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -385,6 +385,59 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// `packlight login-service`: the login service alone, for the Kubernetes
+/// engine (Istio's CUSTOM provider points at it; `deploy/login.yaml`).
+#[derive(Args, Debug)]
+pub struct LoginServiceArgs {
+    /// Listen address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Users, signing key (`users.json`, `auth-key`).
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "PACKLIGHT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The login page's path (the IngressPolicies' `login.loginUrl`).
+    #[arg(long, default_value = "/login")]
+    pub login_url: String,
+    /// Session lifetime, e.g. `12h`.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+}
+
+/// Runs the login service until SIGINT/SIGTERM.
+pub fn login_service(args: LoginServiceArgs) -> anyhow::Result<u8> {
+    init_logs();
+    let opts = packlight_auth::AuthOptions {
+        data_dir: args.data_dir,
+        session_ttl: args.session_ttl,
+        login_url: args.login_url,
+        ..Default::default()
+    };
+    if let Err(e) = opts.validate() {
+        eprintln!("packlight login-service: {e}");
+        return Ok(exit::USAGE);
+    }
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        tracing::info!(address = %listener.local_addr()?, "login service");
+        packlight_auth::serve(listener, opts, async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        })
+        .await?;
+        Ok(exit::OK)
+    })
+}
+
 /// `packlight user`.
 #[derive(Args, Debug)]
 pub struct UserArgs {

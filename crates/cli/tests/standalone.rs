@@ -618,3 +618,71 @@ async fn traffic_counts_per_version_and_events_stream_changes() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[test]
+fn the_login_service_runs_alone_for_the_kubernetes_engine() {
+    let data = tempfile::tempdir().unwrap();
+    let mut add = Command::new(packlight())
+        .args(["user", "add", "alice", "--password-stdin", "--data-dir"])
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(add.stdin.as_mut().unwrap(), b"secret-pass\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let port = free_port();
+    let mut child = Command::new(packlight())
+        .args(["login-service", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let result = rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let check = loop {
+            match http.get(format!("{base}/app/data")).send().await {
+                Ok(r) => break r,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("login service not up: {e}"),
+            }
+        };
+        // An ext_authz check without a session: a browser is sent to the
+        // login page; with a token from a JSON login: allowed, with the user.
+        assert_eq!(check.status(), 302);
+        let login: Value = http
+            .post(format!("{base}/login"))
+            .json(&serde_json::json!({"username": "alice", "password": "secret-pass"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().expect("token").to_string();
+        let ok = http
+            .get(format!("{base}/app/data"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.headers()["x-packlight-user"], "alice");
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    result
+}
