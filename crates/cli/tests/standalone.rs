@@ -640,7 +640,7 @@ fn the_login_service_runs_alone_for_the_kubernetes_engine() {
         .spawn()
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let result = rt.block_on(async {
+    rt.block_on(async {
         let http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -684,5 +684,4 @@ fn the_login_service_runs_alone_for_the_kubernetes_engine() {
         .status();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    result
 }
