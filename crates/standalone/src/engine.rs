@@ -179,6 +179,14 @@ impl Engine {
         &self.inner.xds
     }
 
+    /// Reports a proxy's NACK on the event stream (`/events`).
+    pub fn report_nack(&self, node: &str, message: &str) {
+        let _ = self.inner.events.send(Event::Nack {
+            node: node.to_string(),
+            message: message.to_string(),
+        });
+    }
+
     /// Change and status events from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()

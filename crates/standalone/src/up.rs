@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use packlight_model::Diagnostic;
-use packlight_xds_server::XdsServer;
+use packlight_xds_server::{XdsEvent, XdsServer};
 use tokio::sync::watch;
 
 use crate::engine::{Engine, EngineConfig};
@@ -144,9 +144,23 @@ pub async fn run(opts: UpOptions, texts: Vec<(String, String)>) -> anyhow::Resul
     };
     let nack_task = {
         let mut events = xds.events();
+        let engine = engine.clone();
         tokio::spawn(async move {
-            while let Ok(ev) = events.recv().await {
-                tracing::debug!(?ev, "xds");
+            loop {
+                match events.recv().await {
+                    Ok(XdsEvent::Nack {
+                        node,
+                        type_url,
+                        message,
+                        ..
+                    }) => {
+                        tracing::warn!(%node, %type_url, %message, "an Envoy refused its config; it keeps the last good one");
+                        engine.report_nack(&node, &message);
+                    }
+                    Ok(ev) => tracing::debug!(?ev, "xds"),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
             }
         })
     };
