@@ -100,7 +100,7 @@ fn load(args: &InputArgs) -> anyhow::Result<Option<(Model, Vec<Text>)>> {
     Ok(Some((model, texts)))
 }
 
-fn print_diags(diags: &[Diagnostic], format: DiagFormat) -> anyhow::Result<()> {
+pub(crate) fn print_diags(diags: &[Diagnostic], format: DiagFormat) -> anyhow::Result<()> {
     if diags.is_empty() {
         return Ok(());
     }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use packlight_client::{Client, ClientError, Outcome, plural_of};
-use packlight_model::Diagnostic;
 use packlight_standalone::up::{UpOptions, UpOutcome, find_envoy, run};
 
 use crate::input::read_all;
+use crate::render::print_diags;
 use crate::{DiagFormat, exit};
 
 /// Where the standalone engine keeps its state, unless `--data-dir` says.
@@ -62,19 +62,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("not a duration: {s:?} (units ms, s, m, h)")),
     };
     Ok(Duration::from_secs(secs))
-}
-
-fn print_diags(diags: &[Diagnostic], format: DiagFormat) -> anyhow::Result<()> {
-    let mut err = std::io::stderr().lock();
-    match format {
-        DiagFormat::Text => {
-            for d in diags {
-                writeln!(err, "{d}")?;
-            }
-        }
-        DiagFormat::Json => writeln!(err, "{}", serde_json::to_string_pretty(diags)?)?,
-    }
-    Ok(())
 }
 
 /// Logs to stderr, level from `PACKLIGHT_LOG` (default `info`), JSON when
