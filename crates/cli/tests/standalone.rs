@@ -632,13 +632,23 @@ fn the_login_service_runs_alone_for_the_kubernetes_engine() {
     std::io::Write::write_all(add.stdin.as_mut().unwrap(), b"secret-pass\n").unwrap();
     assert!(add.wait().unwrap().success());
     let port = free_port();
-    let mut child = Command::new(packlight())
-        .args(["login-service", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Kills the service if the test fails before stopping it.
+    struct Service(Child);
+    impl Drop for Service {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut service = Service(
+        Command::new(packlight())
+            .args(["login-service", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let http = reqwest::Client::builder()
@@ -680,8 +690,8 @@ fn the_login_service_runs_alone_for_the_kubernetes_engine() {
         assert_eq!(ok.headers()["x-packlight-user"], "alice");
     });
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &service.0.id().to_string()])
         .status();
-    let status = child.wait().unwrap();
+    let status = service.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
