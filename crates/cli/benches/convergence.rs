@@ -18,8 +18,10 @@
 //! Live workloads: `SLEEPS` (default 20) services `sleep-K` running
 //! `packlight demo-app`, each with its sidecar Envoy (`--concurrency 1`).
 //! The namespace is `access: deny`; AccessPolicies let `sleep-K` call
-//! `svc-0`, `svc-K` and `svc-(SLEEPS+K)`, so each sidecar depends on 3
-//! services whatever N is, and all of them are affected by `svc-0`.
+//! `svc-0`, `svc-K` and `svc-(SLEEPS+K)`. The model makes every service
+//! with an AccessPolicy routable by every caller (denied callers get 403),
+//! so each sidecar holds those 2 * SLEEPS + 1 services whatever N is, and
+//! all of them are affected by `svc-0`.
 //! Services without `command` or endpoints run no process.
 //!
 //! Also reported: config bytes of one sidecar (`/config_dump?include_eds`),
