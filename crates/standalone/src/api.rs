@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -188,14 +188,12 @@ async fn get_one(
 async fn put_one(
     State(api): State<Api>,
     Path((ns, plural, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let id = match id(ns, &plural, name) {
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let _ = headers;
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text");
     };

@@ -179,6 +179,19 @@ impl Engine {
         &self.inner.xds
     }
 
+    /// The login page's path: the first IngressPolicy's `login.loginUrl`
+    /// in the accepted model, else `/login` (one login service serves
+    /// every IngressPolicy).
+    pub async fn login_url(&self) -> String {
+        let st = self.inner.state.lock().await;
+        st.model
+            .mesh
+            .ingresses
+            .values()
+            .find_map(|i| i.login.as_ref().map(|l| l.login_url.clone()))
+            .unwrap_or_else(|| "/login".to_string())
+    }
+
     /// Reports a proxy's NACK on the event stream (`/events`).
     pub fn report_nack(&self, node: &str, message: &str) {
         let _ = self.inner.events.send(Event::Nack {
@@ -333,7 +346,26 @@ impl Engine {
 
     /// Every instance (and the gateway) with its addresses and readiness.
     pub async fn instances(&self) -> Vec<InstanceInfo> {
+        let (mut out, probes) = self.instances_locked().await;
+        // Apps are probed after the state lock is released: a slow connect
+        // must not hold up applies.
+        for (i, app) in probes {
+            let up = tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(app),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok());
+            out[i].ready &= up;
+        }
+        out
+    }
+
+    /// The instances as far as the state says, and the apps (by index in
+    /// the list) still to be probed for readiness.
+    async fn instances_locked(&self) -> (Vec<InstanceInfo>, Vec<(usize, SocketAddr)>) {
         let st = self.inner.state.lock().await;
+        let mut probes = Vec::new();
         let ready = |node: &str| {
             let want = st.expected.get(node).copied().unwrap_or(u64::MAX);
             *self.inner.xds.acked(node).borrow() >= want
@@ -356,9 +388,9 @@ impl Engine {
         }
         for (k, r) in st.fleet.iter() {
             let node = k.node();
-            let app_up = !r.started_app()
-                || std::net::TcpStream::connect_timeout(&r.ports.app, Duration::from_millis(200))
-                    .is_ok();
+            if r.started_app() {
+                probes.push((out.len(), r.ports.app));
+            }
             let (a, b) = r.restarts();
             out.push(InstanceInfo {
                 namespace: k.service.namespace.clone(),
@@ -369,12 +401,12 @@ impl Engine {
                 outbound: r.ports.outbound.to_string(),
                 inbound: r.ports.inbound.to_string(),
                 admin: r.admin.to_string(),
-                ready: ready(&node) && app_up,
+                ready: ready(&node),
                 node,
                 restarts: a + b,
             });
         }
-        out
+        (out, probes)
     }
 
     /// Renews certificates at half their lifetime; re-pushes the secrets

@@ -90,16 +90,6 @@ pub async fn run(opts: UpOptions, texts: Vec<(String, String)>) -> anyhow::Resul
 
     let login_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let login_addr = login_listener.local_addr()?;
-    let auth = packlight_auth::AuthOptions {
-        data_dir: opts.data_dir.clone(),
-        login_url: login_url(&texts),
-        ..Default::default()
-    };
-    let login_task = tokio::spawn(packlight_auth::serve(
-        login_listener,
-        auth,
-        stopped(stop_rx.clone()),
-    ));
 
     let engine = Engine::open(
         EngineConfig {
@@ -124,6 +114,18 @@ pub async fn run(opts: UpOptions, texts: Vec<(String, String)>) -> anyhow::Resul
             return Ok(UpOutcome::Refused(refused.0));
         }
     }
+    // The login page's path comes from what was accepted (the DIR given
+    // and what the store already held).
+    let auth = packlight_auth::AuthOptions {
+        data_dir: opts.data_dir.clone(),
+        login_url: engine.login_url().await,
+        ..Default::default()
+    };
+    let login_task = tokio::spawn(packlight_auth::serve(
+        login_listener,
+        auth,
+        stopped(stop_rx.clone()),
+    ));
     let api_listener = tokio::net::TcpListener::bind(opts.api).await?;
     let api_addr = api_listener.local_addr()?;
     engine.start().await?;
@@ -200,22 +202,6 @@ pub async fn run(opts: UpOptions, texts: Vec<(String, String)>) -> anyhow::Resul
     let _ = xds_task.await;
     let _ = login_task.await;
     Ok(UpOutcome::Stopped)
-}
-
-/// The login page's path: the first IngressPolicy's `login.loginUrl`,
-/// else `/login` (one login service serves every IngressPolicy).
-fn login_url(texts: &[(String, String)]) -> String {
-    let refs: Vec<(Option<&str>, &str)> = texts
-        .iter()
-        .map(|(f, t)| (Some(f.as_str()), t.as_str()))
-        .collect();
-    let (model, _) = packlight_model::load(&refs, "default");
-    model
-        .mesh
-        .ingresses
-        .values()
-        .find_map(|i| i.login.as_ref().map(|l| l.login_url.clone()))
-        .unwrap_or_else(|| "/login".to_string())
 }
 
 async fn wait_for_signal() {
