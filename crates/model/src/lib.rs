@@ -20,6 +20,7 @@
 
 pub mod build;
 pub mod diagnostic;
+mod direct;
 pub mod ir;
 pub mod parse;
 pub mod resource;
@@ -37,12 +38,17 @@ pub use version::Version;
 /// the model. A syntax error rejects the whole text; schema errors reject
 /// the document they are in. `namespace` applies where none is given.
 ///
-/// Valid input is parsed once, without positions; only a text that some
-/// diagnostic is about is parsed again, with positions, to place it.
+/// Valid input is parsed once, without positions, straight into the typed
+/// resources ([`direct`]); a text that path does not take whole is read
+/// through `serde_json` values, and only a text that some diagnostic is
+/// about is parsed again, with positions, to place it.
 pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Input>) {
     let mut inputs = Vec::new();
     let mut early: Vec<(Option<resource::Origin>, Diagnostic)> = Vec::new();
     for (i, (file, text)) in texts.iter().enumerate() {
+        if direct::read(text, i, namespace, &mut inputs) {
+            continue;
+        }
         match source::parse_yaml_values(text, *file) {
             Ok(docs) => {
                 let (ok, errs) = resource::from_documents(docs, i, namespace);

@@ -156,7 +156,7 @@ fn parse_halves(text: &str) -> Option<Vec<Value>> {
 /// document (`---` followed by a blank or the end of the line), when the
 /// text has no directives (`%` at a line start, which belong to the next
 /// document and would be cut off from it).
-fn document_start_after(text: &str, from: usize) -> Option<usize> {
+pub(crate) fn document_start_after(text: &str, from: usize) -> Option<usize> {
     let b = text.as_bytes();
     if b.first() == Some(&b'%') || text.contains("\n%") {
         return None;
@@ -415,7 +415,7 @@ fn size_of(v: &Value) -> usize {
 
 /// Resolves a scalar by the YAML 1.2 core schema: only plain scalars are
 /// typed; quoted ones are strings.
-fn scalar(s: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
+pub(crate) fn scalar(s: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     if let Some(t) = tag
         && t.suffix == "str"
     {

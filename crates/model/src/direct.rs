@@ -1,0 +1,776 @@
+//! The fast path of [`crate::load`]: YAML events deserialised straight into
+//! the typed resources, with no `serde_json::Value` document in between.
+//!
+//! It takes only what it can take exactly: a text in which every document
+//! is empty or one well-formed packlight resource whose mapping starts with
+//! `apiVersion` and `kind`, with no anchors or aliases. Anything else —
+//! any syntax error, limit, schema error, unknown kind, bad name — makes it
+//! give the whole text up (`None`), and [`crate::load`] reads that text the
+//! way it always has ([`crate::source`] + [`crate::resource`]), so every
+//! diagnostic, and its position, is exactly what it was.
+//!
+//! What it accepts it reads as the slow path would: scalars are resolved by
+//! the same function and handed to `serde_json::Value`'s own deserializer;
+//! collections follow `Value`'s rules (`deserialize_struct` takes a mapping
+//! or a sequence, `deserialize_option` maps null to `None`, leftover items
+//! are an error); node, depth and document limits are counted the same
+//! way; duplicate keys are refused.
+
+use serde::de::value::{Error, StringDeserializer};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Error as _, IntoDeserializer, Visitor};
+use serde_json::Value;
+use yaml_rust2::parser::{Event, Parser};
+
+use crate::resource::{Input, Origin, Resource, is_dns_label};
+use crate::source::{MAX_DEPTH, MAX_DOCUMENTS, MAX_INPUT_BYTES, MAX_NODES, scalar};
+use packlight_api as api;
+
+/// Texts smaller than this are read in one pass.
+const PARALLEL_MIN_BYTES: usize = 256 << 10;
+
+/// Reads every resource of text number `text` into `out`, or leaves `out`
+/// as it was and returns false when the text is not for the fast path.
+pub(crate) fn read(text_str: &str, text: usize, namespace: &str, out: &mut Vec<Input>) -> bool {
+    if text_str.len() > MAX_INPUT_BYTES {
+        return false;
+    }
+    let before = out.len();
+    let ok = if text_str.len() >= PARALLEL_MIN_BYTES
+        && let Some(cut) = crate::source::document_start_after(text_str, text_str.len() / 2)
+    {
+        read_halves(text_str, cut, text, namespace, out)
+    } else {
+        read_piece(text_str, text, namespace, out).is_ok()
+    };
+    if !ok {
+        out.truncate(before);
+    }
+    ok
+}
+
+/// What one piece of a text held.
+struct Counts {
+    docs: usize,
+    nodes: usize,
+}
+
+/// The two halves of a text (cut at a document start) on two threads.
+fn read_halves(
+    text_str: &str,
+    cut: usize,
+    text: usize,
+    namespace: &str,
+    out: &mut Vec<Input>,
+) -> bool {
+    let (first, second) = text_str.split_at(cut);
+    let joined = std::thread::scope(|s| {
+        let other = std::thread::Builder::new()
+            .spawn_scoped(s, || {
+                let mut more = Vec::new();
+                read_piece(second, text, namespace, &mut more).map(|c| (more, c))
+            })
+            .ok()?;
+        let a = read_piece(first, text, namespace, out);
+        Some((a, other.join().ok()?))
+    });
+    let Some((Ok(a), Ok((mut more, b)))) = joined else {
+        return false;
+    };
+    if a.docs + b.docs > MAX_DOCUMENTS || a.nodes + b.nodes > MAX_NODES {
+        return false;
+    }
+    for input in &mut more {
+        if let Some(o) = &mut input.origin {
+            o.doc += a.docs;
+        }
+    }
+    out.append(&mut more);
+    true
+}
+
+/// Every document of one piece of text, as `source::read_documents` walks
+/// them; the first thing outside the fast path is an error.
+fn read_piece(
+    piece: &str,
+    text: usize,
+    namespace: &str,
+    out: &mut Vec<Input>,
+) -> Result<Counts, Error> {
+    out.reserve(piece.matches("\n---").count() + 1);
+    let mut ev = Events {
+        parser: Parser::new_from_str(piece),
+        nodes: 0,
+    };
+    let mut doc = 0;
+    loop {
+        match ev.next()? {
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                if doc >= MAX_DOCUMENTS {
+                    return Err(not_here());
+                }
+                let first = ev.next()?;
+                let node = Node::new(&mut ev, first, 0)?;
+                if matches!(node.event, Event::MappingStart(..)) {
+                    let resource = read_resource(node.events, namespace)?;
+                    out.push(Input {
+                        resource,
+                        origin: Some(Origin { text, doc }),
+                    });
+                } else if !node.scalar()?.is_null() {
+                    // Only an empty document is skipped (as
+                    // `from_documents` does); anything else is an error.
+                    return Err(not_here());
+                }
+                doc += 1;
+            }
+            _ => return Err(not_here()),
+        }
+    }
+    Ok(Counts {
+        docs: doc,
+        nodes: ev.nodes,
+    })
+}
+
+/// The error that sends a text back to the slow path; its text is never
+/// shown.
+fn not_here() -> Error {
+    Error::custom("not for the fast path")
+}
+
+/// One resource, its mapping's start read: `apiVersion` and `kind` first,
+/// then the kind's type.
+fn read_resource(ev: &mut Events<'_>, namespace: &str) -> Result<Resource, Error> {
+    let mut keys = Keys::default();
+    let (mut api_version, mut kind) = (None, None);
+    while api_version.is_none() || kind.is_none() {
+        let Event::Scalar(key, ..) = ev.next()? else {
+            return Err(not_here());
+        };
+        keys.insert(&key)?;
+        let value = ev.next()?;
+        let Value::String(value) = Node::new(ev, value, 1)?.scalar()? else {
+            return Err(not_here());
+        };
+        match key.as_str() {
+            "apiVersion" => api_version = Some(value),
+            "kind" => kind = Some(value),
+            _ => return Err(not_here()),
+        }
+    }
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        return Err(not_here());
+    };
+    if api_version
+        .strip_prefix(api::GROUP)
+        .and_then(|v| v.strip_prefix('/'))
+        != Some(api::VERSION)
+    {
+        return Err(not_here());
+    }
+    let mut resource = match kind.as_str() {
+        "Microservice" => Resource::Microservice(rest_of(ev, keys)?),
+        "Route" => Resource::Route(rest_of(ev, keys)?),
+        "EgressPolicy" => Resource::EgressPolicy(rest_of(ev, keys)?),
+        "AccessPolicy" => Resource::AccessPolicy(rest_of(ev, keys)?),
+        "MeshPolicy" => Resource::MeshPolicy(rest_of(ev, keys)?),
+        "IngressPolicy" => Resource::IngressPolicy(rest_of(ev, keys)?),
+        _ => return Err(not_here()),
+    };
+    let meta = resource.meta_mut();
+    let name_ok = meta.name.as_deref().is_some_and(is_dns_label);
+    let namespace = meta
+        .namespace
+        .take()
+        .unwrap_or_else(|| namespace.to_string());
+    if !name_ok || !is_dns_label(&namespace) {
+        return Err(not_here());
+    }
+    meta.namespace = Some(namespace);
+    Ok(resource)
+}
+
+/// The rest of a resource's mapping (metadata, spec; status is read and
+/// dropped, as `resource::typed` drops it) as the root type `T`.
+fn rest_of<T: DeserializeOwned>(ev: &mut Events<'_>, keys: Keys) -> Result<T, Error> {
+    let mut root = Root {
+        events: ev,
+        keys,
+        pending: None,
+        ended: false,
+    };
+    let value = T::deserialize(&mut root)?;
+    if !root.ended {
+        return Err(not_here());
+    }
+    Ok(value)
+}
+
+/// The parser and the node count of one piece of text.
+struct Events<'a> {
+    parser: Parser<std::str::Chars<'a>>,
+    nodes: usize,
+}
+
+impl Events<'_> {
+    fn next(&mut self) -> Result<Event, Error> {
+        match self.parser.next_token() {
+            Ok((event, _)) => Ok(event),
+            Err(_) => Err(not_here()),
+        }
+    }
+}
+
+/// Keys seen in one mapping, by hash: a duplicate is refused (a false
+/// match only sends the text to the slow path, which says what is wrong).
+#[derive(Default)]
+struct Keys(Vec<u64>);
+
+impl Keys {
+    fn insert(&mut self, key: &str) -> Result<(), Error> {
+        // FNV-1a.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        if self.0.contains(&h) {
+            return Err(not_here());
+        }
+        self.0.push(h);
+        Ok(())
+    }
+}
+
+/// One node whose first event has been read.
+struct Node<'e, 'a> {
+    events: &'e mut Events<'a>,
+    event: Event,
+    depth: usize,
+}
+
+impl<'e, 'a> Node<'e, 'a> {
+    /// Counts the node and checks its depth; anchors, aliases and anything
+    /// but a scalar or the start of a collection are not for the fast path.
+    fn new(events: &'e mut Events<'a>, event: Event, depth: usize) -> Result<Self, Error> {
+        let anchor = match &event {
+            Event::Scalar(_, _, a, _) | Event::SequenceStart(a, _) | Event::MappingStart(a, _) => {
+                *a
+            }
+            _ => return Err(not_here()),
+        };
+        events.nodes += 1;
+        if anchor > 0 || depth > MAX_DEPTH || events.nodes > MAX_NODES {
+            return Err(not_here());
+        }
+        Ok(Node {
+            events,
+            event,
+            depth,
+        })
+    }
+
+    /// A scalar resolved as the slow path resolves it.
+    fn scalar(self) -> Result<Value, Error> {
+        match self.event {
+            Event::Scalar(s, style, _, tag) => {
+                scalar(s, style, tag.as_ref()).map_err(Error::custom)
+            }
+            _ => Err(not_here()),
+        }
+    }
+
+    fn seq<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let mut seq = Items {
+            events: self.events,
+            depth: self.depth + 1,
+            ended: false,
+        };
+        let value = visitor.visit_seq(&mut seq)?;
+        if seq.ended {
+            Ok(value)
+        } else {
+            Err(not_here())
+        }
+    }
+
+    fn map<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let mut map = Entries {
+            events: self.events,
+            depth: self.depth + 1,
+            keys: Keys::default(),
+            value_due: false,
+            ended: false,
+        };
+        let value = visitor.visit_map(&mut map)?;
+        if map.ended {
+            Ok(value)
+        } else {
+            Err(not_here())
+        }
+    }
+
+    /// Reads the node to its end, checking it as the slow path would.
+    fn skip(self) -> Result<(), Error> {
+        let depth = self.depth + 1;
+        match self.event {
+            Event::Scalar(..) => self.scalar().map(drop),
+            Event::SequenceStart(..) => loop {
+                match self.events.next()? {
+                    Event::SequenceEnd => return Ok(()),
+                    e => Node::new(self.events, e, depth)?.skip()?,
+                }
+            },
+            Event::MappingStart(..) => {
+                let mut keys = Keys::default();
+                loop {
+                    match self.events.next()? {
+                        Event::MappingEnd => return Ok(()),
+                        Event::Scalar(k, ..) => keys.insert(&k)?,
+                        _ => return Err(not_here()),
+                    }
+                    let e = self.events.next()?;
+                    Node::new(self.events, e, depth)?.skip()?;
+                }
+            }
+            _ => Err(not_here()),
+        }
+    }
+
+    fn is_scalar(&self) -> bool {
+        matches!(self.event, Event::Scalar(..))
+    }
+}
+
+/// Methods that take a scalar only (as `Value` takes no array or object
+/// for them): the scalar goes to `Value`'s deserializer.
+macro_rules! scalar_only {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            if !self.is_scalar() {
+                return Err(not_here());
+            }
+            self.scalar()?.$method(visitor).map_err(Error::custom)
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for Node<'_, '_> {
+    type Error = Error;
+
+    scalar_only! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_identifier
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.event {
+            Event::SequenceStart(..) => self.seq(visitor),
+            Event::MappingStart(..) => self.map(visitor),
+            _ => self
+                .scalar()?
+                .deserialize_any(visitor)
+                .map_err(Error::custom),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.is_scalar() {
+            self.scalar()?
+                .deserialize_option(visitor)
+                .map_err(Error::custom)
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_unit(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.event {
+            Event::SequenceStart(..) => self.seq(visitor),
+            _ => Err(not_here()),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.event {
+            Event::MappingStart(..) => self.map(visitor),
+            _ => Err(not_here()),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self.event {
+            Event::SequenceStart(..) => self.seq(visitor),
+            Event::MappingStart(..) => self.map(visitor),
+            _ => Err(not_here()),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        // Only a plain variant name, as a string scalar.
+        match self.scalar()? {
+            v @ Value::String(_) => v
+                .deserialize_enum(name, variants, visitor)
+                .map_err(Error::custom),
+            _ => Err(not_here()),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.skip()?;
+        visitor.visit_unit()
+    }
+}
+
+/// The items of a sequence.
+struct Items<'e, 'a> {
+    events: &'e mut Events<'a>,
+    depth: usize,
+    ended: bool,
+}
+
+impl<'de> de::SeqAccess<'de> for Items<'_, '_> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.events.next()? {
+            Event::SequenceEnd => {
+                self.ended = true;
+                Ok(None)
+            }
+            e => seed
+                .deserialize(Node::new(self.events, e, self.depth)?)
+                .map(Some),
+        }
+    }
+}
+
+/// The entries of a mapping.
+struct Entries<'e, 'a> {
+    events: &'e mut Events<'a>,
+    depth: usize,
+    keys: Keys,
+    value_due: bool,
+    ended: bool,
+}
+
+impl<'de> de::MapAccess<'de> for Entries<'_, '_> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        if self.ended || self.value_due {
+            return Err(not_here());
+        }
+        match self.events.next()? {
+            Event::MappingEnd => {
+                self.ended = true;
+                Ok(None)
+            }
+            Event::Scalar(key, ..) => {
+                self.keys.insert(&key)?;
+                self.value_due = true;
+                let key: StringDeserializer<Error> = key.into_deserializer();
+                seed.deserialize(key).map(Some)
+            }
+            _ => Err(not_here()),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        if !self.value_due {
+            return Err(not_here());
+        }
+        self.value_due = false;
+        let e = self.events.next()?;
+        seed.deserialize(Node::new(self.events, e, self.depth)?)
+    }
+}
+
+/// The rest of a resource's top-level mapping, as the root type sees it:
+/// `metadata` (a mapping) and `spec`; `status` is checked and dropped;
+/// any other key is not for the fast path.
+struct Root<'e, 'a> {
+    events: &'e mut Events<'a>,
+    keys: Keys,
+    /// The value event of the key just given.
+    pending: Option<Event>,
+    ended: bool,
+}
+
+impl<'de> de::Deserializer<'de> for &mut Root<'_, '_> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_map(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de> de::MapAccess<'de> for &mut Root<'_, '_> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        if self.ended || self.pending.is_some() {
+            return Err(not_here());
+        }
+        loop {
+            let key = match self.events.next()? {
+                Event::MappingEnd => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Event::Scalar(key, ..) => key,
+                _ => return Err(not_here()),
+            };
+            self.keys.insert(&key)?;
+            let value = self.events.next()?;
+            match (key.as_str(), &value) {
+                ("status", _) => Node::new(self.events, value, 1)?.skip()?,
+                ("metadata", Event::MappingStart(..)) | ("spec", _) => {
+                    self.pending = Some(value);
+                    let key: StringDeserializer<Error> = key.into_deserializer();
+                    return seed.deserialize(key).map(Some);
+                }
+                _ => return Err(not_here()),
+            }
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        let e = self.pending.take().ok_or_else(not_here)?;
+        seed.deserialize(Node::new(self.events, e, 1)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The slow path's resources, when it finds nothing wrong.
+    fn slow(text: &str) -> Option<String> {
+        let docs = crate::source::parse_yaml_values(text, None).ok()?;
+        let (inputs, errs) = crate::resource::from_documents(docs, 0, "dflt");
+        errs.is_empty().then(|| format!("{inputs:?}"))
+    }
+
+    fn fast(text: &str) -> Option<String> {
+        let mut out = Vec::new();
+        read(text, 0, "dflt", &mut out).then(|| format!("{out:?}"))
+    }
+
+    /// Every example and golden input, one document each.
+    fn corpus() -> Vec<String> {
+        static CORPUS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        CORPUS.get_or_init(read_corpus).clone()
+    }
+
+    fn read_corpus() -> Vec<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut docs = Vec::new();
+        for dir in ["examples", "examples/httpbin", "tests/golden/inputs"] {
+            let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f).unwrap();
+                docs.extend(text.split("\n---\n").map(|d| format!("{d}\n")));
+            }
+        }
+        assert!(docs.len() > 30, "{}", docs.len());
+        docs
+    }
+
+    #[test]
+    fn every_example_takes_the_fast_path_and_reads_the_same() {
+        for doc in corpus() {
+            let f = fast(&doc);
+            assert!(f.is_some(), "not on the fast path:\n{doc}");
+            assert_eq!(f, slow(&doc), "{doc}");
+        }
+        let all = corpus().join("---\n");
+        assert!(fast(&all).is_some());
+        assert_eq!(fast(&all), slow(&all));
+    }
+
+    #[test]
+    fn halves_number_documents_as_one_pass() {
+        let docs = corpus();
+        let mut text = String::new();
+        while text.len() < PARALLEL_MIN_BYTES * 2 {
+            for d in &docs {
+                // Renamed, so no resource is defined twice (not that the
+                // fast path checks that).
+                text.push_str(&d.replace("name: ", &format!("name: n{}", text.len())));
+                text.push_str("---\n---\n");
+            }
+        }
+        let mut out = Vec::new();
+        assert!(read(&text, 3, "dflt", &mut out));
+        let docs = crate::source::parse_yaml_values(&text, None).unwrap();
+        let (slow, errs) = crate::resource::from_documents(docs, 3, "dflt");
+        assert!(errs.is_empty());
+        assert_eq!(format!("{out:?}"), format!("{slow:?}"));
+    }
+
+    #[test]
+    fn what_the_fast_path_leaves_to_the_slow_one() {
+        let ok = "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default}\nspec: {mtls: strict}\n";
+        assert!(fast(ok).is_some());
+        for bad in [
+            // kind after spec, anchors, aliases, duplicates, unknown fields
+            "apiVersion: packlight.dev/v1alpha1\nmetadata: {name: default}\nkind: MeshPolicy\nspec: {}\n",
+            "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: &m {name: default}\nspec: {}\n",
+            "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default}\nspec: {}\nstatus: {a: 1, a: 2}\n",
+            "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default}\nspec: {}\nextra: 1\n",
+            "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: Default}\nspec: {}\n",
+            "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: [default]\nspec: {}\n",
+            "apiVersion: packlight.dev/v1\nkind: MeshPolicy\nmetadata: {name: default}\nspec: {}\n",
+            "apiVersion: packlight.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {}\n",
+            "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default}\nspec: {mtls: 1e999}\n",
+            "- a\n",
+            "a: [1\n",
+        ] {
+            assert_eq!(fast(bad), None, "{bad}");
+        }
+        // An empty document is skipped, as before; status is dropped.
+        let with = format!("---\n---\n{ok}status: {{conditions: [{{x: y}}]}}\n");
+        assert_eq!(fast(&with), slow(&with));
+        assert!(fast(&with).is_some());
+    }
+
+    /// Pieces that change a document's meaning or break it.
+    const EDITS: &[&str] = &[
+        "",
+        " ",
+        "  ",
+        "\n",
+        "\n  ",
+        "- ",
+        ": ",
+        ":",
+        ",",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        "'",
+        "#",
+        "&a ",
+        "*a",
+        "!!str ",
+        "~",
+        "null",
+        "1.0",
+        "0x1F",
+        "1e999",
+        "true",
+        "-1",
+        "\"1.0\"",
+        "\n---\n",
+        "status: {}\n",
+        "metadata: {}\n",
+        "kind: Route\n",
+        "name: x",
+        "spec:",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever the fast path accepts, the slow path accepts with no
+        /// diagnostic and reads into the same resources.
+        #[test]
+        fn fast_path_agrees_with_the_slow_one(
+            doc in 0usize..1000,
+            edits in proptest::collection::vec((0usize..10_000, 0usize..4, 0..EDITS.len()), 1..4),
+        ) {
+            let docs = corpus();
+            let mut text = docs[doc % docs.len()].clone();
+            drop(docs);
+            for (at, cut, put) in edits {
+                let mut at = at % (text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let mut end = (at + cut).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                text.replace_range(at..end, EDITS[put]);
+            }
+            if let Some(f) = fast(&text) {
+                prop_assert_eq!(Some(f), slow(&text), "{}", text);
+            }
+        }
+    }
+}
