@@ -55,6 +55,8 @@ enum Command {
     LoginService(standalone::LoginServiceArgs),
     /// Manage the login service's users (in the engine's data directory).
     User(standalone::UserArgs),
+    /// Run the web console for standalone engines (see docs/console.md).
+    Console(packlight_console::ConsoleArgs),
     /// Run the demo HTTP service (for demos and tests).
     #[command(disable_version_flag = true)]
     DemoApp(packlight_demo_app::DemoAppArgs),
@@ -111,6 +113,22 @@ fn operator(args: packlight_operator::OperatorArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// `packlight console`: runs until SIGINT/SIGTERM; exit 0, 2 on a usage
+/// error (a flag, a listen address that is not loopback).
+fn console(args: packlight_console::ConsoleArgs) -> anyhow::Result<u8> {
+    standalone::init_logs();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(packlight_console::run(args)) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => {
+            eprintln!("packlight console: {e}");
+            Ok(exit::USAGE)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -119,6 +137,7 @@ fn main() -> ExitCode {
         Command::Crds => render::crds(),
         Command::DemoApp(args) => demo_app(args),
         Command::Operator(args) => operator(args),
+        Command::Console(args) => console(args),
         Command::Up(args) => standalone::up(args),
         Command::Apply(args) => standalone::apply(args),
         Command::Get(args) => standalone::get(args),

@@ -1,0 +1,362 @@
+//! The Route editor's server side: the form turned into a Route, validated
+//! by `packlight-model` against the cluster's other resources (the same
+//! rules the CLI and the engines apply), the preview of where sample
+//! requests go (the model's routing algorithm) and the diff.
+
+use packlight_model::ir::ServiceKey;
+use packlight_model::routing::{Decision, RequestSample, Vantage};
+use packlight_model::{Diagnostic, Severity};
+use serde_json::{Map, Value, json};
+
+use crate::cluster::{Snapshot, ns_name};
+
+/// What the editor's form says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Edit {
+    /// New weights by rule index (`w3=50` is `spec.rules[3].weight`).
+    pub weights: Vec<(usize, String)>,
+    /// The match rules as YAML (a list of rules), when the form has them.
+    pub matches: Option<String>,
+    /// Sample requests, one a line: `PATH[?QUERY] [header:value]...`.
+    pub samples: String,
+}
+
+impl Edit {
+    /// Reads the form fields.
+    pub fn from_form(form: &[(String, String)]) -> Edit {
+        let mut e = Edit::default();
+        for (k, v) in form {
+            if let Some(i) = k.strip_prefix('w').and_then(|i| i.parse::<usize>().ok()) {
+                e.weights.push((i, v.trim().to_string()));
+            } else if k == "matches" {
+                e.matches = Some(v.clone());
+            } else if k == "samples" {
+                e.samples = v.clone();
+            }
+        }
+        e
+    }
+}
+
+/// The object as one writes it: apiVersion, kind, metadata (name,
+/// namespace, labels, annotations) and spec; no status.
+pub fn clean(obj: &Value) -> Value {
+    let mut meta = Map::new();
+    for k in ["name", "namespace", "labels", "annotations"] {
+        if let Some(v) = obj["metadata"].get(k) {
+            meta.insert(k.to_string(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": obj.get("apiVersion").cloned().unwrap_or_else(|| json!("packlight.dev/v1alpha1")),
+        "kind": obj["kind"].clone(),
+        "metadata": Value::Object(meta),
+        "spec": obj["spec"].clone(),
+    })
+}
+
+fn is_match_rule(rule: &Value) -> bool {
+    rule.get("matches").is_some()
+}
+
+/// The Route after `edit`, or the diagnostics saying why the form cannot
+/// be read.
+pub fn edited(route: &Value, edit: &Edit) -> Result<Value, Vec<Diagnostic>> {
+    let mut obj = clean(route);
+    obj["kind"] = json!("Route");
+    let (ns, name) = ns_name(route);
+    let at = |field: String, message: String| Diagnostic {
+        file: Some("console".into()),
+        kind: Some("Route".into()),
+        namespace: Some(ns.to_string()),
+        name: Some(name.to_string()),
+        field_path: Some(field),
+        ..Diagnostic::error(message)
+    };
+    let mut errors = Vec::new();
+    let mut rules: Vec<Value> = obj["spec"]["rules"].as_array().cloned().unwrap_or_default();
+    for (i, w) in &edit.weights {
+        let Some(rule) = rules.get_mut(*i) else {
+            errors.push(at(
+                format!("spec.rules[{i}]"),
+                "no such rule (the Route changed; reload)".into(),
+            ));
+            continue;
+        };
+        match w.parse::<u64>() {
+            Ok(w) if w <= 100 => {
+                if !(rule.get("weight").is_none() && w == 100) {
+                    rule["weight"] = json!(w);
+                }
+            }
+            _ => errors.push(at(
+                format!("spec.rules[{i}].weight"),
+                format!("weight {w:?} is not a whole number from 0 to 100"),
+            )),
+        }
+    }
+    if let Some(text) = &edit.matches {
+        let wanted: Vec<Value> = if text.trim().is_empty() {
+            Vec::new()
+        } else {
+            match serde_yaml::from_str::<Value>(text) {
+                Ok(Value::Array(a)) => a,
+                Ok(Value::Null) => Vec::new(),
+                Ok(_) => {
+                    errors.push(at(
+                        "spec.rules".into(),
+                        "the match rules must be a YAML list of rules".into(),
+                    ));
+                    Vec::new()
+                }
+                Err(e) => {
+                    errors.push(at("spec.rules".into(), format!("match rules: {e}")));
+                    Vec::new()
+                }
+            }
+        };
+        let current: Vec<Value> = rules.iter().filter(|r| is_match_rule(r)).cloned().collect();
+        if wanted != current && errors.is_empty() {
+            rules.retain(|r| !is_match_rule(r));
+            rules.extend(wanted);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    obj["spec"]["rules"] = Value::Array(rules);
+    Ok(obj)
+}
+
+/// A parsed sample request line.
+pub fn sample(line: &str) -> Option<RequestSample> {
+    let mut parts = line.split_whitespace();
+    let path = parts.next()?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut req = RequestSample::get(path);
+    for p in parts {
+        if let Some((k, v)) = p.split_once(':') {
+            req = req.header(k, v);
+        }
+    }
+    Some(req)
+}
+
+/// What the editor shows for an edit.
+#[derive(Clone, Debug, Default)]
+pub struct Check {
+    /// Errors and warnings about the edited Route.
+    pub diagnostics: Vec<Diagnostic>,
+    /// `(sample, where it goes)`.
+    pub preview: Vec<(String, String)>,
+    /// The Route before, as YAML.
+    pub before: String,
+    /// The Route after, as YAML (empty when the form cannot be read).
+    pub after: String,
+    /// The edited Route, when the form could be read.
+    pub object: Option<Value>,
+}
+
+impl Check {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Every resource of the snapshot but `except` (kind, ns, name), as one
+/// multi-document text.
+pub(crate) fn store_text(snap: &Snapshot, except: (&str, &str, &str)) -> String {
+    let mut out = String::new();
+    for (plural, kind) in packlight_client::KINDS {
+        for o in snap.list(plural) {
+            let (ns, name) = ns_name(o);
+            if (kind, ns, name) == except {
+                continue;
+            }
+            let mut c = clean(o);
+            c["kind"] = json!(kind);
+            out.push_str("---\n");
+            out.push_str(&serde_json::to_string(&c).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Validates `edit` of `route` with the rest of `snap` and previews it.
+pub fn check(snap: &Snapshot, route: &Value, edit: &Edit) -> Check {
+    let (ns, name) = ns_name(route);
+    let mut before_obj = clean(route);
+    before_obj["kind"] = json!("Route");
+    let before = serde_yaml::to_string(&before_obj).unwrap_or_default();
+    let obj = match edited(route, edit) {
+        Ok(o) => o,
+        Err(diagnostics) => {
+            return Check {
+                diagnostics,
+                before,
+                ..Check::default()
+            };
+        }
+    };
+    let after = serde_yaml::to_string(&obj).unwrap_or_default();
+    let store = store_text(snap, ("Route", ns, name));
+    let (model, _) = packlight_model::load(
+        &[
+            (Some("store"), store.as_str()),
+            (Some("console"), after.as_str()),
+        ],
+        ns,
+    );
+    let diagnostics: Vec<Diagnostic> = model
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.file.as_deref() == Some("console")
+                || (d.kind.as_deref() == Some("Route")
+                    && d.namespace.as_deref() == Some(ns)
+                    && d.name.as_deref() == Some(name))
+        })
+        .cloned()
+        .collect();
+    let service = obj["spec"]["service"].as_str().unwrap_or("");
+    let table = model
+        .mesh
+        .services
+        .get(&ServiceKey::new(ns, service))
+        .and_then(|s| s.route.as_ref());
+    let preview = edit
+        .samples
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let line = line.trim().to_string();
+            let outcome = match (sample(&line), table) {
+                (None, _) => "not a sample: PATH[?QUERY] [header:value]...".to_string(),
+                (Some(_), None) => "not routed: the Route is not accepted".to_string(),
+                (Some(req), Some(t)) => describe(&t.decide(&req, Vantage::Mesh)),
+            };
+            (line, outcome)
+        })
+        .collect();
+    Check {
+        diagnostics,
+        preview,
+        before,
+        after,
+        object: Some(obj),
+    }
+}
+
+/// `2.0 (match rule 1)` or `major 1: 1.0 50%, 1.1 50%`.
+pub fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Pinned { version, rule } => format!("{version} (match rule {})", rule + 1),
+        Decision::Weighted { major, weights } => format!(
+            "major {major}: {}",
+            weights
+                .iter()
+                .map(|w| format!("{} {}%", w.version, w.weight))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Reach;
+    use std::collections::BTreeMap;
+
+    fn snap() -> (Snapshot, Value) {
+        let ms = json!({"apiVersion": "packlight.dev/v1alpha1", "kind": "Microservice",
+            "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+            "spec": {"port": 8000, "versions": [{"version": "1.0"}, {"version": "1.1"}, {"version": "2.0"}]},
+            "status": {"conditions": []}});
+        let route = json!({"apiVersion": "packlight.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "3"},
+            "spec": {"service": "web", "rules": [
+                {"version": "1.0", "weight": 80}, {"version": "1.1", "weight": 20},
+                {"version": "2.0", "matches": [{"headers": {"gray": {"exact": "1"}}}]}]}});
+        let mut objects = BTreeMap::new();
+        objects.insert("microservices".to_string(), vec![ms]);
+        objects.insert("routes".to_string(), vec![route.clone()]);
+        (
+            Snapshot {
+                cluster: "c".into(),
+                engine: "standalone",
+                reach: Reach::Up {
+                    version: "0.1.0".into(),
+                },
+                objects,
+            },
+            route,
+        )
+    }
+
+    #[test]
+    fn a_valid_edit_previews_and_diffs() {
+        let (s, route) = snap();
+        let e = Edit::from_form(&[
+            ("w0".into(), "50".into()),
+            ("w1".into(), "50".into()),
+            ("samples".into(), "/hello\n/x gray:1\nnope".into()),
+        ]);
+        let c = check(&s, &route, &e);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        assert_eq!(c.preview[0].1, "major 1: 1.0 50%, 1.1 50%");
+        assert_eq!(c.preview[1].1, "2.0 (match rule 1)");
+        assert!(c.preview[2].1.starts_with("not a sample"));
+        assert!(c.before.contains("weight: 80") && c.after.contains("weight: 50"));
+        assert!(!c.after.contains("resourceVersion"));
+    }
+
+    #[test]
+    fn weights_that_do_not_sum_to_100_are_the_models_diagnostic() {
+        let (s, route) = snap();
+        let e = Edit::from_form(&[("w0".into(), "60".into()), ("w1".into(), "30".into())]);
+        let c = check(&s, &route, &e);
+        assert!(c.has_errors());
+        let d = &c.diagnostics[0];
+        assert_eq!(d.kind.as_deref(), Some("Route"));
+        assert!(d.message.contains("90"), "{d:?}");
+        let bad = check(&s, &route, &Edit::from_form(&[("w0".into(), "x".into())]));
+        assert!(bad.has_errors());
+        assert_eq!(
+            bad.diagnostics[0].field_path.as_deref(),
+            Some("spec.rules[0].weight")
+        );
+    }
+
+    #[test]
+    fn match_rules_are_replaced_from_yaml() {
+        let (s, route) = snap();
+        let e = Edit::from_form(&[
+            (
+                "matches".into(),
+                "- version: \"2.0\"\n  matches:\n  - queryParams: {debug: {exact: \"true\"}}\n"
+                    .into(),
+            ),
+            ("samples".into(), "/a?debug=true\n/a gray:1".into()),
+        ]);
+        let c = check(&s, &route, &e);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        assert_eq!(c.preview[0].1, "2.0 (match rule 1)");
+        assert!(c.preview[1].1.starts_with("major 1"));
+        let bad = check(
+            &s,
+            &route,
+            &Edit::from_form(&[(
+                "matches".into(),
+                "- version: \"2.0\"\n  matches:\n  - headers: {gray: {regex: \"(\"}}\n".into(),
+            )]),
+        );
+        assert!(bad.has_errors(), "a bad regex is the model's error");
+    }
+}

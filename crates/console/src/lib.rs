@@ -1,0 +1,193 @@
+//! # packlight-console — the web console
+//!
+//! The room where people look at and steer their meshes: `packlight
+//! console` serves server-rendered pages (maud) with htmx for the round
+//! trips and uPlot for the traffic chart, both embedded in the binary
+//! ([`assets`]). Every `--standalone URL` is a `packlight up` engine, talked
+//! to through `packlight-client` (never the engine's own code). Validation,
+//! the preview of where sample requests go and the diff are computed here by
+//! the same `packlight-model` code the CLI and the engines run; no rule is
+//! written again in JavaScript.
+//!
+//! Security: the console listens on loopback only, requires a random token
+//! (printed at start, or `--token`) that the first visit turns into an
+//! HttpOnly, SameSite=Strict cookie, and every form carries a CSRF token.
+//! Nothing is served from a CDN.
+#![forbid(unsafe_code)]
+// Diagnostics are large and returned only for rejected input (see
+// packlight-model).
+#![allow(clippy::result_large_err)]
+
+pub mod assets;
+mod auth;
+pub mod cluster;
+pub mod diff;
+pub mod edit;
+pub mod pages;
+pub mod policies;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use cluster::{Cluster, Reach, Snapshot};
+pub use server::router;
+
+/// `packlight console` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConsoleArgs {
+    /// Where to listen (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// A standalone engine (`packlight up`): `URL`, or `URL#TOKEN_FILE`
+    /// to read its API token from that file (the engine's
+    /// `DATA_DIR/token`). Without `#`: `PACKLIGHT_TOKEN`, else
+    /// `.packlight/token`. Repeatable.
+    #[arg(long = "standalone", value_name = "URL[#TOKEN_FILE]")]
+    pub standalone: Vec<String>,
+    /// Kubeconfig for Kubernetes clusters (not served yet, see
+    /// docs/console.md).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A kubeconfig context to show as a cluster (not served yet).
+    #[arg(long = "context", value_name = "NAME")]
+    pub contexts: Vec<String>,
+    /// Prometheus per context (`CONTEXT=URL`; not served yet).
+    #[arg(long = "prometheus", value_name = "CONTEXT=URL")]
+    pub prometheus: Vec<String>,
+    /// The console's access token (default: random, printed at start).
+    #[arg(long, env = "PACKLIGHT_CONSOLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// What `packlight console` can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// A flag is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// The listener could not be bound or served.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No random bytes for the token.
+    #[error("no random source for the console token: {0}")]
+    Random(String),
+}
+
+/// The console's state: its clusters and its secrets.
+#[derive(Debug)]
+pub struct Console {
+    /// The clusters, in the order given.
+    pub clusters: Vec<Cluster>,
+    /// The access token (cookie value).
+    pub token: String,
+    /// The CSRF token every form and htmx call carries.
+    pub csrf: String,
+}
+
+impl Console {
+    /// A console over `clusters` with `token` (random when `None`).
+    pub fn new(clusters: Vec<Cluster>, token: Option<String>) -> Result<Self, ConsoleError> {
+        let token = match token {
+            Some(t) if !t.is_empty() => t,
+            _ => auth::random_hex()?,
+        };
+        Ok(Console {
+            clusters,
+            token,
+            csrf: auth::random_hex()?,
+        })
+    }
+}
+
+/// The clusters named by the flags.
+pub fn clusters_from_args(args: &ConsoleArgs) -> Result<Vec<Cluster>, ConsoleError> {
+    if !args.contexts.is_empty() || args.kubeconfig.is_some() || !args.prometheus.is_empty() {
+        return Err(ConsoleError::Usage(
+            "Kubernetes clusters (--kubeconfig, --context, --prometheus) are not served by this \
+             console yet; use --standalone (see docs/console.md)"
+                .into(),
+        ));
+    }
+    if args.standalone.is_empty() {
+        return Err(ConsoleError::Usage(
+            "no cluster: give --standalone URL[#TOKEN_FILE] at least once".into(),
+        ));
+    }
+    args.standalone
+        .iter()
+        .map(|s| Cluster::standalone_from_flag(s).map_err(ConsoleError::Usage))
+        .collect()
+}
+
+/// Serves the console on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    console: Arc<Console>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(console))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `packlight console`: binds, prints the URL with the token, serves
+/// until SIGINT or SIGTERM.
+pub async fn run(args: ConsoleArgs) -> Result<(), ConsoleError> {
+    if !args.listen.ip().is_loopback() {
+        return Err(ConsoleError::Usage(format!(
+            "--listen {}: the console listens on loopback only",
+            args.listen
+        )));
+    }
+    let clusters = clusters_from_args(&args)?;
+    let console = Arc::new(Console::new(clusters, args.token.clone())?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ConsoleError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ConsoleError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    println!(
+        "packlight console: http://{addr}/login?token={}",
+        console.token
+    );
+    tracing::info!(%addr, clusters = console.clusters.len(), "console listening");
+    serve(listener, console, shutdown_signal())
+        .await
+        .map_err(|source| ConsoleError::Listen { addr, source })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
