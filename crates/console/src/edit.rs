@@ -28,7 +28,7 @@ impl Edit {
         for (k, v) in form {
             if let Some(i) = k.strip_prefix('w').and_then(|i| i.parse::<usize>().ok()) {
                 e.weights.push((i, v.trim().to_string()));
-            } else if k == "matches" {
+            } else if k == "match-rules" {
                 e.matches = Some(v.clone());
             } else if k == "samples" {
                 e.samples = v.clone();
@@ -339,7 +339,7 @@ mod tests {
         let (s, route) = snap();
         let e = Edit::from_form(&[
             (
-                "matches".into(),
+                "match-rules".into(),
                 "- version: \"2.0\"\n  matches:\n  - queryParams: {debug: {exact: \"true\"}}\n"
                     .into(),
             ),
@@ -353,7 +353,7 @@ mod tests {
             &s,
             &route,
             &Edit::from_form(&[(
-                "matches".into(),
+                "match-rules".into(),
                 "- version: \"2.0\"\n  matches:\n  - headers: {gray: {regex: \"(\"}}\n".into(),
             )]),
         );

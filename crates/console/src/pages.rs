@@ -260,7 +260,7 @@ pub fn editor(
             }
             fieldset {
                 legend { "match rules (YAML list; headers exact/prefix/regex, queryParams exact/regex)" }
-                textarea name="matches" rows="8" cols="70" { (match_yaml) }
+                textarea name="match-rules" rows="8" cols="70" { (match_yaml) }
             }
             fieldset {
                 legend { "sample requests: PATH[?QUERY] [header:value]..." }
