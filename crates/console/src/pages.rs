@@ -199,6 +199,9 @@ fn default_samples(route: &Value) -> String {
     lines.join("\n")
 }
 
+/// One weight slider: rule index, version, weight.
+type Slider = (usize, String, u64);
+
 /// The Route editor: sliders per major, match rules, samples, targets.
 pub fn editor(
     csrf: &str,
@@ -225,7 +228,7 @@ pub fn editor(
             serde_yaml::to_string(&m).unwrap_or_default()
         }
     };
-    let mut majors: Vec<(String, Vec<(usize, String, u64)>)> = Vec::new();
+    let mut majors: Vec<(String, Vec<Slider>)> = Vec::new();
     for (i, r) in rules.iter().enumerate() {
         if r.get("matches").is_some() {
             continue;
