@@ -205,9 +205,14 @@ impl LogTail {
     }
 }
 
+/// `scripts/testenv` in this checkout.
+pub(crate) fn script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testenv")
+}
+
 /// Runs `scripts/testenv <verb>` and returns the path it prints last.
 fn script(verb: &str) -> anyhow::Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testenv");
+    let script = script_path();
     let output = Command::new("bash")
         .arg(&script)
         .arg(verb)

@@ -9,6 +9,9 @@
 //! In: the bench binary (built by `scripts/testenv build` when missing, so a
 //! plain `cargo test` works wherever Go is installed), or an already running
 //! bench named by `PACKLIGHT_TEST_KUBECONFIG`. Out: clients and namespaces.
+//! [`mesh`] adds the Istio traffic bench: istiod and Envoy sidecars in
+//! network namespaces (root only; `docs/testing.md`).
+//!
 //! It never mocks, never skips a test when the bench is missing (it fails
 //! loudly), and is a dev-dependency only.
 //!
@@ -24,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+pub mod mesh;
 mod namespace;
 
 pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
