@@ -2,7 +2,7 @@
 //! protobuf-JSON form, RE2 escaping, name slugs.
 
 pub use packlight_model::routing::{REGEX_META, escape_regex, host_regex, prefix_regex};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::time::Duration;
 
 use packlight_model::ResourceId;
@@ -26,52 +26,62 @@ pub const SECURITY: &str = "security.istio.io/v1";
 /// EnvoyFilter's API version (never promoted beyond alpha3).
 pub const NETWORKING_ALPHA3: &str = "networking.istio.io/v1alpha3";
 
-/// The labels of a generated object.
+/// The labels of a generated object, sorted by key (as a `BTreeMap`
+/// would hold them). Keys and values borrow from the mesh where they can:
+/// an object's labels are built per object, so they should cost little.
 #[derive(Clone, Debug, Default)]
-pub struct Labels(BTreeMap<String, String>);
+pub struct Labels<'a>(Vec<(&'a str, Cow<'a, str>)>);
 
-impl Labels {
+impl<'a> Labels<'a> {
     /// `managed-by: packlight`.
     pub fn managed() -> Self {
-        Labels(BTreeMap::from([(
-            MANAGED_BY.to_string(),
-            "packlight".to_string(),
-        )]))
+        let mut labels = Vec::with_capacity(6);
+        labels.push((MANAGED_BY, Cow::Borrowed("packlight")));
+        Labels(labels)
     }
 
     /// Adds the service it serves.
-    pub fn service(self, name: &str) -> Self {
+    pub fn service(self, name: &'a str) -> Self {
         self.with(SERVICE, name)
     }
 
     /// Adds the resource it is made from (kind and name).
-    pub fn source(self, id: &ResourceId) -> Self {
+    pub fn source(self, id: &'a ResourceId) -> Self {
         self.with(SOURCE_KIND, &id.kind).with(SOURCE_NAME, &id.name)
     }
 
     /// Adds the source only when there is exactly one.
-    pub fn single_source(self, ids: &[ResourceId]) -> Self {
+    pub fn single_source(self, ids: &'a [ResourceId]) -> Self {
         match ids {
             [one] => self.source(one),
             _ => self,
         }
     }
 
-    /// Adds any label.
-    pub fn with(mut self, key: &str, value: &str) -> Self {
-        self.0.insert(key.to_string(), value.to_string());
+    /// Adds any label (replacing one of the same key).
+    pub fn with(mut self, key: &'a str, value: impl Into<Cow<'a, str>>) -> Self {
+        let value = value.into();
+        match self.0.binary_search_by(|(k, _)| (*k).cmp(key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
         self
     }
 
     /// As JSON.
     pub fn value(&self) -> Value {
-        json!(self.0)
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect(),
+        )
     }
 }
 
-impl serde::Serialize for Labels {
+impl serde::Serialize for Labels<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        s.collect_map(self.0.iter().map(|(k, v)| (*k, v.as_ref())))
     }
 }
 

@@ -126,7 +126,7 @@ enum Body<'a> {
     /// The whole object as JSON.
     Value(Value),
     /// Labels and a typed spec.
-    Typed { labels: Labels, spec: Spec<'a> },
+    Typed { labels: Labels<'a>, spec: Spec<'a> },
 }
 
 impl<'a> Object<'a> {
@@ -135,7 +135,7 @@ impl<'a> Object<'a> {
         kind: Kind,
         namespace: impl Into<Cow<'a, str>>,
         name: impl Into<Cow<'a, str>>,
-        labels: Labels,
+        labels: Labels<'a>,
         spec: Spec<'a>,
     ) -> Self {
         Object {
@@ -231,7 +231,7 @@ impl Serialize for Object<'_> {
 
 #[derive(Serialize)]
 struct Metadata<'m> {
-    labels: &'m Labels,
+    labels: &'m Labels<'m>,
     name: &'m str,
     namespace: &'m str,
 }

@@ -114,7 +114,7 @@ fn allow_rule<'a>(rule: &'a AccessRule, opts: &RenderOptions) -> AllowRule<'a> {
     }
 }
 
-fn network_policy<'a>(svc: &'a Service, labels: Labels, opts: &'a RenderOptions) -> Object<'a> {
+fn network_policy<'a>(svc: &'a Service, labels: Labels<'a>, opts: &'a RenderOptions) -> Object<'a> {
     let one = |k: &'static str, v: &'a str| MatchLabels {
         match_labels: Pairs([(k, Cow::Borrowed(v))]),
     };

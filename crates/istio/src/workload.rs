@@ -73,7 +73,7 @@ fn workload<'a>(svc: &'a Service, w: &'a Workload, kind: Kind, out: &mut Vec<Obj
                     Kind::Deployment,
                     ns,
                     format!("{name}-{}", version.subset()),
-                    labels.clone().with("app", name).with("version", &v),
+                    labels.clone().with("app", name).with("version", v.clone()),
                     Spec::Deployment(DeploymentSpec {
                         replicas: dep.replicas,
                         selector: MatchLabels {
