@@ -20,6 +20,7 @@
 // Diagnostics are large and live only on the cold path (see packlight-model).
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod http;
 pub mod index;
 pub mod leader;
@@ -62,6 +63,12 @@ pub enum Error {
     /// Some objects could not be applied or deleted.
     #[error("{0} object(s) could not be applied or deleted")]
     ApplyFailed(usize),
+    /// The webhook's certificate could not be made.
+    #[error(transparent)]
+    Cert(#[from] admission::certs::CertError),
+    /// The webhook's TLS setup failed.
+    #[error("webhook TLS: {0}")]
+    Tls(String),
 }
 
 /// How the operator runs.
@@ -382,6 +389,17 @@ pub struct OperatorArgs {
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Serve the validating webhook (HTTPS, `POST /validate`) on this
+    /// address; every replica serves it (default: no webhook).
+    #[arg(long = "webhook-address")]
+    pub webhook_address: Option<std::net::SocketAddr>,
+    /// The webhook's Service (its certificate names
+    /// `<service>.<operator namespace>.svc`; its Secret `<service>-tls`).
+    #[arg(long = "webhook-service", default_value = "packlight-webhook")]
+    pub webhook_service: String,
+    /// The ValidatingWebhookConfiguration whose caBundle the operator keeps.
+    #[arg(long = "webhook-configuration", default_value = "packlight")]
+    pub webhook_configuration: String,
 }
 
 /// How logs are written (to stderr; level from `RUST_LOG`, default info).
@@ -395,6 +413,17 @@ pub enum LogFormat {
 }
 
 impl OperatorArgs {
+    /// The webhook's configuration, when `--webhook-address` is given.
+    /// Its Secret lives in `$POD_NAMESPACE` (else `packlight-system`).
+    pub fn webhook(&self) -> Option<admission::WebhookConfig> {
+        self.webhook_address?;
+        let ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "packlight-system".into());
+        let mut config = admission::WebhookConfig::for_service(&self.webhook_service, &ns);
+        config.namespace = self.namespace.clone();
+        config.configuration = self.webhook_configuration.clone();
+        Some(config)
+    }
+
     /// The configuration these flags describe. The replica's name comes
     /// from `$POD_NAME` when set.
     pub fn config(&self) -> OperatorConfig {
@@ -425,13 +454,29 @@ impl OperatorArgs {
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
     let client = Client::try_default().await?;
-    let operator = Operator::new(client, args.config());
+    let operator = Operator::new(client.clone(), args.config());
     let listener = tokio::net::TcpListener::bind(args.http_address).await?;
     tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
     let shutdown = shutdown_signal().shared();
     let http = tokio::spawn(http::serve(listener, operator.stats(), shutdown.clone()));
+    let webhook = match (args.webhook_address, args.webhook()) {
+        (Some(address), Some(config)) => {
+            let listener = tokio::net::TcpListener::bind(address).await?;
+            tracing::info!(address = %listener.local_addr()?, "serving the admission webhook");
+            Some(tokio::spawn(admission::serve(
+                listener,
+                client.clone(),
+                config,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     operator.run(shutdown).await;
     http.await??;
+    if let Some(webhook) = webhook {
+        webhook.await??;
+    }
     Ok(())
 }
 

@@ -670,3 +670,290 @@ async fn a_route_whose_weights_sum_to_90_is_refused_at_apply() -> anyhow::Result
     assert!(routes.items.is_empty(), "nothing was stored");
     h.finish().await
 }
+
+/// `deploy/webhook.yaml`'s ValidatingWebhookConfiguration, renamed to
+/// `name`, pointed at `url` and limited to the namespace `ns`.
+fn webhook_configuration(name: &str, url: &str, ns: &str) -> anyhow::Result<Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/webhook.yaml");
+    let text = std::fs::read_to_string(path).context("deploy/webhook.yaml")?;
+    let mut vwc: Value = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .find(|d: &Value| d["kind"] == "ValidatingWebhookConfiguration")
+        .context("no ValidatingWebhookConfiguration in deploy/webhook.yaml")?;
+    assert_eq!(vwc["webhooks"][0]["failurePolicy"], "Ignore");
+    vwc["metadata"]["name"] = json!(name);
+    vwc["webhooks"][0]["clientConfig"] = json!({ "url": url });
+    vwc["webhooks"][0]["namespaceSelector"] =
+        json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+    Ok(vwc)
+}
+
+/// The serial number of the certificate PEM, by `openssl x509`.
+fn serial_of(pem: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(pem.as_bytes())?;
+    Ok(String::from_utf8(child.wait_with_output()?.stdout)?
+        .trim()
+        .to_string())
+}
+
+/// The certificate a TLS server at `addr` presents (`openssl s_client`).
+fn served_certificate(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .context("no certificate")?;
+    let end = text
+        .find("-----END CERTIFICATE-----")
+        .context("no certificate end")?;
+    Ok(text[start..end + "-----END CERTIFICATE-----".len()].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_refuses_cross_resource_errors_at_kubectl_apply() -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Secret;
+    use packlight_operator::admission::{self, WebhookConfig};
+
+    let h = Harness::start("op-webhook").await?;
+    let configuration = format!("packlight-{}", h.name());
+    h.allow_webhook(&configuration).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let vwcs: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(h.admin.clone());
+    let vwc = webhook_configuration(
+        &configuration,
+        &format!("https://{addr}/validate"),
+        h.name(),
+    )?;
+    vwcs.patch(
+        &configuration,
+        &PatchParams::apply("packlight-test").force(),
+        &Patch::Apply(&vwc),
+    )
+    .await?;
+
+    // Short-lived certificates, so the test sees a renewal.
+    let mut config = WebhookConfig::for_service("packlight-webhook", h.name());
+    config.namespace = Some(h.name().to_string());
+    config.configuration = configuration.clone();
+    config.certs.ip_addresses = vec![addr.ip()];
+    config.certs.validity = Duration::from_secs(40);
+    config.certs.renew_before = Duration::from_secs(25);
+    config.check_every = Duration::from_secs(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(admission::serve(
+        listener,
+        h.client.clone(),
+        config,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // The operator made the Secret and patched its CA into the configuration.
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(h.admin.clone(), h.name());
+    let ca_of = |s: &Secret| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get("ca.crt"))
+            .map(|b| b.0.clone())
+    };
+    eventually("the caBundle patched", Duration::from_secs(20), || async {
+        let Some(secret) = secrets.get_opt("packlight-webhook-tls").await? else {
+            return Ok(false);
+        };
+        let vwc = vwcs.get(&configuration).await?;
+        let bundle = vwc.webhooks.unwrap_or_default()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .map(|b| b.0);
+        Ok(bundle.is_some() && bundle == ca_of(&secret))
+    })
+    .await?;
+
+    let ns_flag = format!("--namespace={}", h.name());
+    let apply = |yaml: &str| h.kubectl(&["apply", &ns_flag, "-f", "-"], yaml);
+    let (ok, _, err) = apply(MICROSERVICE)?;
+    assert!(ok, "{err}");
+
+    // A Route naming a version the Microservice lacks (CEL cannot see the
+    // Microservice). The API server takes a moment to use the new
+    // configuration: probe with dry runs until the webhook answers.
+    let bad = route(80, 20, "3.0");
+    let mut refused = String::new();
+    eventually("the webhook refuses", Duration::from_secs(30), || {
+        let (ok, _, err) = h
+            .kubectl(&["apply", &ns_flag, "--dry-run=server", "-f", "-"], &bad)
+            .unwrap_or_default();
+        refused = err;
+        async move { Ok(!ok) }
+    })
+    .await?;
+    let (ok, _, err) = apply(&bad)?;
+    assert!(!ok, "applied: {err}");
+    let want = format!(
+        "Route {}/httpbin: spec.rules[2].version: version 3.0 is not a version of Microservice {}/httpbin",
+        h.name(),
+        h.name()
+    );
+    assert!(
+        err.contains("admission webhook \"validate.packlight.dev\" denied the request")
+            && err.contains(&want)
+            && err.contains("add the version to the Microservice or fix the Route"),
+        "{err}\n(dry run said: {refused})"
+    );
+    assert!(
+        h.packlight("Route").get_opt("httpbin").await?.is_none(),
+        "refused, yet stored"
+    );
+
+    // A valid Route passes and is programmed.
+    let (ok, _, err) = apply(&route(80, 20, "2.0"))?;
+    assert!(ok, "{err}");
+    h.wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
+        .await?;
+
+    // A second Route for the same service is refused, naming both.
+    let second =
+        route(80, 20, "2.0").replace("metadata: {name: httpbin}", "metadata: {name: httpbin-2}");
+    let (ok, _, err) = apply(&second)?;
+    assert!(!ok, "applied: {err}");
+    assert!(
+        err.contains(&format!(
+            "Route {}/httpbin-2: spec.service: service httpbin has 2 Routes (",
+            h.name()
+        )) && err.contains("only one Route per service"),
+        "{err}"
+    );
+
+    // Warnings pass, and kubectl prints them.
+    let lonely = r#"
+apiVersion: packlight.dev/v1alpha1
+kind: Route
+metadata: {name: lonely}
+spec:
+  service: lonely
+  rules: [{version: "1.0", weight: 100}]
+"#;
+    let (ok, _, err) = apply(lonely)?;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "Warning: Route {}/lonely: spec.service: no Microservice lonely is given",
+            h.name()
+        )),
+        "{err}"
+    );
+
+    // Renewal: the Secret gets a new certificate before the old one
+    // expires, the server presents it, and the webhook still answers.
+    let cert_of = |s: &Secret| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get("tls.crt"))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    let first = cert_of(&secrets.get("packlight-webhook-tls").await?);
+    let renewed = std::cell::RefCell::new(String::new());
+    eventually("a renewed certificate", Duration::from_secs(40), || {
+        let (secrets, renewed, first) = (&secrets, &renewed, &first);
+        async move {
+            let now = cert_of(&secrets.get("packlight-webhook-tls").await?);
+            let changed = now != *first;
+            *renewed.borrow_mut() = now;
+            Ok(changed)
+        }
+    })
+    .await?;
+    let renewed = renewed.into_inner();
+    let want_serial = serial_of(&renewed)?;
+    eventually(
+        "the renewed certificate served",
+        Duration::from_secs(10),
+        || {
+            let got = served_certificate(addr).and_then(|c| serial_of(&c));
+            let want = want_serial.clone();
+            async move { Ok(got? == want) }
+        },
+    )
+    .await?;
+    let (ok, _, err) = apply(&bad)?;
+    assert!(!ok && err.contains(&want), "after renewal: {err}");
+
+    let _ = stop.send(());
+    server.await??;
+    vwcs.delete(&configuration, &DeleteParams::default())
+        .await?;
+    let _ = kube::Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(h.admin.clone())
+        .delete(&configuration, &DeleteParams::default())
+        .await;
+    let _ = kube::Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(h.admin.clone())
+        .delete(&configuration, &DeleteParams::default())
+        .await;
+    h.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helm_chart_passes_a_server_side_dry_run() -> anyhow::Result<()> {
+    use kube::api::DynamicObject;
+    use kube::core::GroupVersionKind;
+    use kube::discovery::{Scope, pinned_kind};
+
+    let ns = packlight_testenv::namespace("op-helm").await?;
+    let client = ns.client();
+    let objects = support::chart_objects(ns.name(), &[])?;
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for want in [
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "Deployment",
+        "Service",
+        "ValidatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&want), "no {want} in {kinds:?}");
+    }
+    let pp = PatchParams::apply("packlight-test")
+        .dry_run()
+        .validation_strict();
+    for obj in &objects {
+        let (group, version) = match obj["apiVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .split_once('/')
+        {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (
+                String::new(),
+                obj["apiVersion"].as_str().unwrap_or_default().to_string(),
+            ),
+        };
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let (ar, caps) =
+            pinned_kind(&client, &GroupVersionKind::gvk(&group, &version, kind)).await?;
+        let api: kube::Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => kube::Api::namespaced_with(client.clone(), ns.name(), &ar),
+            Scope::Cluster => kube::Api::all_with(client.clone(), &ar),
+        };
+        api.patch(name, &pp, &Patch::Apply(obj))
+            .await
+            .with_context(|| format!("server-side dry run of {kind} {name}"))?;
+    }
+    ns.delete().await
+}

@@ -83,7 +83,7 @@ fn spawn(client: kube::Client, config: OperatorConfig) -> Running {
     }
 }
 
-fn documents(yaml: &str) -> Vec<Value> {
+pub fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
         .filter(|v: &Value| !v.is_null())
@@ -166,8 +166,8 @@ impl Harness {
         let text = std::fs::read_to_string(path).context("deploy/rbac.yaml")?;
         let mut role = documents(&text)
             .into_iter()
-            .find(|d| d["kind"] == "Role")
-            .context("no Role in deploy/rbac.yaml")?;
+            .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "packlight-operator-leader")
+            .context("no leader Role in deploy/rbac.yaml")?;
         role["metadata"]["namespace"] = json!(self.name());
         let role_name = role["metadata"]["name"]
             .as_str()
@@ -197,6 +197,104 @@ impl Harness {
             || async { Ok(leases.get_opt("probe").await.is_ok()) },
         )
         .await
+    }
+
+    /// Lets the operator's ServiceAccount keep the webhook's certificate
+    /// Secret in the namespace (`deploy/rbac.yaml`'s webhook Role) and the
+    /// caBundle of the ValidatingWebhookConfiguration `configuration` (the
+    /// ClusterRole's rule for it, renamed to this test's configuration).
+    pub async fn allow_webhook(&self, configuration: &str) -> anyhow::Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac.yaml");
+        let docs = documents(&std::fs::read_to_string(path).context("deploy/rbac.yaml")?);
+        let pp = PatchParams::apply("packlight-test").force();
+        let mut role = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "packlight-operator-webhook")
+            .context("no webhook Role in deploy/rbac.yaml")?
+            .clone();
+        role["metadata"]["namespace"] = json!(self.name());
+        let role: Role = serde_json::from_value(role)?;
+        self.ns
+            .api::<Role>()
+            .patch("packlight-operator-webhook", &pp, &Patch::Apply(&role))
+            .await?;
+        let subjects = json!([{"kind": "ServiceAccount", "name": "packlight-operator", "namespace": self.name()}]);
+        let rb: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "packlight-operator-webhook", "namespace": self.name()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "packlight-operator-webhook"},
+            "subjects": subjects,
+        }))?;
+        self.ns
+            .api::<RoleBinding>()
+            .patch("packlight-operator-webhook", &pp, &Patch::Apply(&rb))
+            .await?;
+        let mut rule = cluster_role()?
+            .rules
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| {
+                r.resources
+                    .as_ref()
+                    .is_some_and(|x| x.iter().any(|x| x == "validatingwebhookconfigurations"))
+            })
+            .context("no webhook configuration rule in the ClusterRole")?;
+        anyhow::ensure!(rule.resource_names == Some(vec!["packlight".into()]));
+        rule.resource_names = Some(vec![configuration.to_string()]);
+        let cr = ClusterRole {
+            metadata: kube::api::ObjectMeta {
+                name: Some(configuration.to_string()),
+                ..Default::default()
+            },
+            rules: Some(vec![rule]),
+            ..ClusterRole::default()
+        };
+        Api::<ClusterRole>::all(self.admin.clone())
+            .patch(configuration, &pp, &Patch::Apply(&cr))
+            .await?;
+        let crb: ClusterRoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": configuration},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": configuration},
+            "subjects": subjects,
+        }))?;
+        Api::<ClusterRoleBinding>::all(self.admin.clone())
+            .patch(configuration, &pp, &Patch::Apply(&crb))
+            .await?;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), self.name());
+        eventually(
+            "the operator may read its Secret",
+            Duration::from_secs(10),
+            || async { Ok(secrets.get_opt("packlight-webhook-tls").await.is_ok()) },
+        )
+        .await
+    }
+
+    /// Runs `kubectl` with the admin kubeconfig, `stdin` piped in:
+    /// (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str], stdin: &str) -> anyhow::Result<(bool, String, String)> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.ns.env().kubeconfig())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(stdin.as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// Namespace, CRDs and the operator's identity; no operator running.
@@ -464,4 +562,48 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// The `helm` binary, built from tools/helm by scripts/build-helm (cached).
+pub fn helm() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/build-helm"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running scripts/build-helm");
+    assert!(out.status.success(), "scripts/build-helm failed");
+    let dir = String::from_utf8(out.stdout).expect("UTF-8");
+    std::path::Path::new(dir.lines().last().expect("a bin directory").trim()).join("helm")
+}
+
+/// Runs helm; its stdout (panics when it fails).
+pub fn run_helm(args: &[&str]) -> String {
+    let out = std::process::Command::new(helm())
+        .args(args)
+        .output()
+        .expect("running helm");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `helm template` of deploy/helm/packlight into `namespace`, CRDs
+/// included, with `extra` arguments (`--set ...`).
+pub fn chart_objects(namespace: &str, extra: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/packlight");
+    let mut args = vec![
+        "template",
+        "packlight",
+        chart,
+        "--namespace",
+        namespace,
+        "--include-crds",
+    ];
+    args.extend_from_slice(extra);
+    Ok(documents(&run_helm(&args)))
 }
