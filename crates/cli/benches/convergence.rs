@@ -8,7 +8,8 @@
 //! data directory, API and ingress port, waits for `packlight: ready`, and
 //! then ROUNDS times changes the weights of Route `svc-0` through
 //! `POST /apply` (alternating like the anchor's `poll.py`). Each round is
-//! timed from just before the API write to:
+//! timed from just before the API write (the polls below start at the
+//! same moment, concurrently with the write, every `POLL`) to:
 //! * **envoy**: every affected sidecar's admin `/stats`
 //!   `rds.outbound.update_success` counter increased (from outside, as the
 //!   anchor measures istiod + Envoy);
@@ -30,7 +31,9 @@
 //! Run: `cargo bench -p packlight --bench convergence`. Environment:
 //! `CONVERGENCE_SERVICES` (default `100,1000`), `CONVERGENCE_ROUNDS` (20),
 //! `CONVERGENCE_SLEEPS` (20), `CONVERGENCE_KEEP=1` keeps the work
-//! directory (logs). Envoy: `PACKLIGHT_ENVOY`, else
+//! directory (logs), `CONVERGENCE_LOG` is `packlight up`'s `PACKLIGHT_LOG`
+//! (default `warn`; `packlight_standalone::engine=debug` logs each
+//! step's time to `packlight.log`). Envoy: `PACKLIGHT_ENVOY`, else
 //! `~/.cache/packlight/envoy-venv/bin/envoy`. Prints one JSON line per N.
 
 use std::io::{BufRead, BufReader};
@@ -49,6 +52,10 @@ const API_BASE: &str = "/apis/packlight.dev/v1alpha1/namespaces/shop/routes";
 const ROUND_LIMIT: Duration = Duration::from_secs(30);
 /// Bound of `packlight up` reaching `ready`.
 const READY_LIMIT: Duration = Duration::from_secs(600);
+/// Interval between two polls of the Envoys' stats (and of the Route's
+/// status): the resolution of the measure, without keeping 20 Envoys and
+/// the API busy answering polls.
+const POLL: Duration = Duration::from_millis(5);
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -199,7 +206,10 @@ fn start(work: &Path, api_port: u16, ingress_port: u16) -> anyhow::Result<(Up, D
         .args(["--api", &format!("127.0.0.1:{api_port}")])
         .args(["--ready-timeout", &format!("{}s", READY_LIMIT.as_secs())])
         .env("PACKLIGHT_ENVOY", envoy)
-        .env("PACKLIGHT_LOG", "warn")
+        .env(
+            "PACKLIGHT_LOG",
+            std::env::var("CONVERGENCE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -305,17 +315,19 @@ async fn round(
     let base = updates_of(http, admins, &all).await?;
     let body = route(0, weight(r));
     let t0 = Instant::now();
-    let applied = json(
-        http.post(format!("{api}/apply"))
-            .bearer_auth(token)
-            .header("content-type", "application/yaml")
-            .body(body),
-    )
-    .await?;
-    let apply = t0.elapsed();
-    if applied["results"][0]["action"] != "configured" {
-        bail!("apply did not configure: {applied}");
-    }
+    let apply_call = async {
+        let applied = json(
+            http.post(format!("{api}/apply"))
+                .bearer_auth(token)
+                .header("content-type", "application/yaml")
+                .body(body),
+        )
+        .await?;
+        if applied["results"][0]["action"] != "configured" {
+            bail!("apply did not configure: {applied}");
+        }
+        anyhow::Ok(t0.elapsed())
+    };
     let envoy_wait = async {
         let mut pending: Vec<usize> = (0..admins.len()).collect();
         while !pending.is_empty() {
@@ -331,7 +343,7 @@ async fn round(
             }
             pending = still;
             if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(POLL).await;
             }
         }
         anyhow::Ok(t0.elapsed())
@@ -352,14 +364,14 @@ async fn round(
             if programmed {
                 return anyhow::Ok(t0.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(POLL).await;
         }
     };
-    let (envoy, api) = tokio::join!(envoy_wait, api_wait);
+    let (apply, envoy, api) = tokio::join!(apply_call, envoy_wait, api_wait);
     Ok(Round {
         envoy: envoy?,
         api: api?,
-        apply,
+        apply: apply?,
     })
 }
 

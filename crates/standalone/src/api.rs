@@ -198,18 +198,15 @@ async fn put_one(
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text");
     };
     // The path names the object: the body must be that one object.
-    let (_, inputs) = packlight_model::load(&[(None, text)], &id.namespace);
+    let texts = [(None, text)];
+    let (alone, inputs) = packlight_model::load(&texts, &id.namespace);
     if inputs.len() > 1 || inputs.first().is_some_and(|i| i.resource.id() != id) {
         return error(
             StatusCode::BAD_REQUEST,
             format!("the body must be exactly {id}, the object the path names"),
         );
     }
-    match api
-        .engine
-        .apply(&[(None, text)], &id.namespace, false)
-        .await
-    {
+    match api.engine.apply_loaded(&texts, alone, inputs, false).await {
         Ok(Ok(_)) => match api.engine.get(&id).await {
             Some(v) => axum::Json(v).into_response(),
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "stored object vanished"),

@@ -6,18 +6,25 @@
 //! whole candidate (store plus change) is validated by `packlight-model`
 //! first; a change that makes any resource invalid is refused with its
 //! diagnostics and changes nothing, so the proxies keep serving the last
-//! good config. Accepted changes are stored, then reconciled: the fleet
-//! converges (processes), each proxy gets `packlight-xds`' config through
-//! the ADS server, and once every proxy ACKed, the resources of that
-//! change are `Programmed`.
+//! good config. Accepted changes are stored in memory, then reconciled:
+//! the fleet converges (processes), the proxies that see a changed service
+//! get `packlight-xds`' config again through the ADS server, the changed
+//! resources' status is updated, and only then, after the state lock is
+//! released, does the store write its files (the spec with fsync, before
+//! the API answers). Once every proxy ACKed, the resources changed since
+//! the last programmed round are `Programmed`.
+//!
+//! Timings of each step are logged at `debug` (target
+//! `packlight_standalone::engine`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use packlight_api::{CONDITION_ACCEPTED, CONDITION_PROGRAMMED, reason};
+use packlight_model::ir::{Mesh, ServiceKey};
 use packlight_model::{Diagnostic, Input, Model, Reason, Resource, ResourceId, Verdict};
 use packlight_xds::{XdsOptions, names};
 use packlight_xds_server::{Snapshot, XdsServer};
@@ -26,7 +33,7 @@ use tokio::sync::{Mutex, broadcast};
 
 use crate::ca::{Ca, Issued};
 use crate::proxies::{Fleet, FleetConfig, free_port, start_envoy};
-use crate::store::{Action, Store, StoreError};
+use crate::store::{Action, Store, StoreError, Writes};
 use crate::supervise::Supervised;
 pub use packlight_client::types::{Applied, ApplyResult, Event, InstanceInfo};
 
@@ -86,6 +93,65 @@ struct State {
     expected: BTreeMap<String, u64>,
     /// Bumped by every reconcile.
     round: u64,
+    /// Resources changed since the last round every proxy ACKed: they
+    /// become `Programmed` when one does.
+    unprogrammed: BTreeSet<ResourceId>,
+    /// A push failed half-way: the next one renders every proxy.
+    stale: bool,
+}
+
+/// What changed between two meshes, for the push and the status.
+struct MeshDiff {
+    /// Namespaces, egress grants or ingresses changed: every proxy may be
+    /// affected.
+    global: bool,
+    /// Services added, removed or changed.
+    services: BTreeSet<ServiceKey>,
+}
+
+impl MeshDiff {
+    fn new(old: &Mesh, new: &Mesh) -> Self {
+        let global = old.namespaces != new.namespaces
+            || old.egress != new.egress
+            || old.ingresses != new.ingresses;
+        let mut services: BTreeSet<ServiceKey> = old
+            .services
+            .iter()
+            .filter(|(k, s)| new.services.get(*k) != Some(*s))
+            .map(|(k, _)| k.clone())
+            .collect();
+        services.extend(
+            new.services
+                .keys()
+                .filter(|k| !old.services.contains_key(*k))
+                .cloned(),
+        );
+        MeshDiff { global, services }
+    }
+
+    /// Whether the sidecar of `svc` may see a change: its own service, or
+    /// one it routes to before or after the change, changed. (A sidecar's
+    /// config is built from its service, the services `Mesh::reachable`
+    /// gives it, its namespace's policy and the instances: the last two
+    /// are `global` or a fleet change, which render everything.)
+    fn affects(&self, old: &Mesh, new: &Mesh, svc: &ServiceKey) -> bool {
+        if self.global {
+            return true;
+        }
+        if self.services.is_empty() {
+            return false;
+        }
+        self.services.contains(svc)
+            || old
+                .reachable(svc)
+                .iter()
+                .chain(new.reachable(svc).iter())
+                .any(|s| self.services.contains(&s.key))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 struct Inner {
@@ -168,6 +234,8 @@ impl Engine {
                     },
                     expected: BTreeMap::new(),
                     round: 0,
+                    unprogrammed: BTreeSet::new(),
+                    stale: false,
                 }),
                 events,
             }),
@@ -211,7 +279,26 @@ impl Engine {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let gw = start_envoy(&self.inner.fleet_cfg, INGRESS_NODE, "ingress", admin)?;
         st.ingress = Some((admin, gw));
-        self.reconcile(&mut st)?;
+        let all: BTreeSet<ResourceId> = st.store.iter().map(|(id, _)| id.clone()).collect();
+        let outcome = self.reconcile(&mut st, None, all);
+        let writes = st.store.take_writes();
+        drop(st);
+        let persisted = self.persist(writes?).await;
+        outcome?;
+        persisted
+    }
+
+    /// Writes the store's files after the state lock is released (the
+    /// push does not wait for the disk).
+    async fn persist(&self, writes: Writes) -> Result<(), EngineError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || writes.write())
+            .await
+            .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
+        tracing::debug!(write_ms = ms(t.elapsed()), "store written");
         Ok(())
     }
 
@@ -235,10 +322,41 @@ impl Engine {
         dry_run: bool,
     ) -> Result<Result<Applied, Refused>, EngineError> {
         let (alone, inputs) = packlight_model::load(texts, namespace);
+        self.apply_loaded(texts, alone, inputs, dry_run).await
+    }
+
+    /// [`Engine::apply`] of texts the caller already loaded with
+    /// `packlight_model::load(texts, namespace)` (`alone`, `inputs`), so
+    /// they are parsed once.
+    pub async fn apply_loaded(
+        &self,
+        texts: &[(Option<&str>, &str)],
+        alone: Model,
+        inputs: Vec<Input>,
+        dry_run: bool,
+    ) -> Result<Result<Applied, Refused>, EngineError> {
         if alone.has_errors() {
             return Ok(Err(Refused(errors(alone.diagnostics))));
         }
         let mut st = self.inner.state.lock().await;
+        let outcome = self.apply_locked(&mut st, texts, alone, inputs, dry_run);
+        let writes = st.store.take_writes();
+        drop(st);
+        let persisted = self.persist(writes?).await;
+        let out = outcome?;
+        persisted?;
+        Ok(out)
+    }
+
+    fn apply_locked(
+        &self,
+        st: &mut State,
+        texts: &[(Option<&str>, &str)],
+        alone: Model,
+        inputs: Vec<Input>,
+        dry_run: bool,
+    ) -> Result<Result<Applied, Refused>, EngineError> {
+        let t = Instant::now();
         let ids: BTreeSet<ResourceId> = inputs.iter().map(|i| i.resource.id()).collect();
         let mut candidate: Vec<Input> = st
             .store
@@ -248,6 +366,11 @@ impl Engine {
             .collect();
         candidate.extend(inputs.iter().map(|i| Input::new(i.resource.clone())));
         let model = packlight_model::build(&candidate);
+        tracing::debug!(
+            resources = candidate.len(),
+            validate_ms = ms(t.elapsed()),
+            "change validated"
+        );
         if let Some(refused) = refusal(&st.model, &model, &ids, |d| place(texts, &inputs, d)) {
             return Ok(Err(refused));
         }
@@ -286,8 +409,16 @@ impl Engine {
                 }
             }
             if results.iter().any(|r| r.action != "unchanged") {
-                st.model = model;
-                self.reconcile(&mut st)?;
+                let changed: BTreeSet<ResourceId> = results
+                    .iter()
+                    .filter(|r| r.action != "unchanged")
+                    .map(|r| ResourceId {
+                        kind: r.kind.clone(),
+                        namespace: r.namespace.clone(),
+                        name: r.name.clone(),
+                    })
+                    .collect();
+                self.change_model(st, model, changed)?;
             }
         }
         Ok(Ok(Applied {
@@ -303,6 +434,20 @@ impl Engine {
         id: &ResourceId,
     ) -> Result<Option<Result<(), Refused>>, EngineError> {
         let mut st = self.inner.state.lock().await;
+        let outcome = self.delete_locked(&mut st, id);
+        let writes = st.store.take_writes();
+        drop(st);
+        let persisted = self.persist(writes?).await;
+        let out = outcome?;
+        persisted?;
+        Ok(out)
+    }
+
+    fn delete_locked(
+        &self,
+        st: &mut State,
+        id: &ResourceId,
+    ) -> Result<Option<Result<(), Refused>>, EngineError> {
         if st.store.get(id).is_none() {
             return Ok(None);
         }
@@ -323,8 +468,7 @@ impl Engine {
             name: id.name.clone(),
             action: "deleted".into(),
         });
-        st.model = model;
-        self.reconcile(&mut st)?;
+        self.change_model(st, model, BTreeSet::from([id.clone()]))?;
         Ok(Some(Ok(())))
     }
 
@@ -423,7 +567,7 @@ impl Engine {
         if due > 0 {
             st.certs.issued.retain(|_, c| c.renew_at > now);
             tracing::info!(certificates = due, "rotating certificates");
-            self.push(&mut st)?;
+            self.push(&mut st, None)?;
         }
         Ok(due)
     }
@@ -447,20 +591,80 @@ impl Engine {
         Ok(c)
     }
 
-    /// Converges the fleet on the model, pushes every proxy's config and
-    /// writes statuses.
-    fn reconcile(&self, st: &mut State) -> Result<(), EngineError> {
-        let mesh = st.model.mesh.clone();
-        st.fleet.converge(&mesh, &self.inner.fleet_cfg)?;
-        self.push(st)?;
-        self.write_status(st, false)?;
+    /// Replaces the model by `model` (accepted) and reconciles; `changed`
+    /// are the resources the change stored or deleted.
+    fn change_model(
+        &self,
+        st: &mut State,
+        model: Model,
+        mut changed: BTreeSet<ResourceId>,
+    ) -> Result<(), EngineError> {
+        let old = std::mem::replace(&mut st.model, model);
+        let diff = MeshDiff::new(&old.mesh, &st.model.mesh);
+        // Status to look at again: what changed, what the change made
+        // accepted or rejected, every rejected one (its message may
+        // change), and the Routes of changed services (their split).
+        let new = &st.model;
+        changed.extend(
+            new.verdicts
+                .iter()
+                .filter(|(id, v)| {
+                    matches!(v, Verdict::Rejected(_)) || old.verdicts.get(*id) != Some(*v)
+                })
+                .map(|(id, _)| id.clone()),
+        );
+        changed.extend(
+            old.verdicts
+                .keys()
+                .filter(|id| !new.verdicts.contains_key(*id))
+                .cloned(),
+        );
+        changed.extend(
+            diff.services
+                .iter()
+                .filter_map(|k| new.mesh.services.get(k))
+                .filter_map(|s| s.route_source.clone()),
+        );
+        self.reconcile(st, Some((&old.mesh, &diff)), changed)
+    }
+
+    /// Converges the fleet on the model, pushes the config of the proxies
+    /// `diff` may affect (all without one), writes the status of
+    /// `touched` and watches for `Programmed`.
+    fn reconcile(
+        &self,
+        st: &mut State,
+        diff: Option<(&Mesh, &MeshDiff)>,
+        touched: BTreeSet<ResourceId>,
+    ) -> Result<(), EngineError> {
+        let t = Instant::now();
+        let State { model, fleet, .. } = &mut *st;
+        let fleet_changed = fleet.converge(&model.mesh, &self.inner.fleet_cfg)?;
+        let converged = t.elapsed();
+        // New or gone instances change addresses every proxy may use.
+        let scope = if fleet_changed { None } else { diff };
+        self.push(st, scope)?;
+        let pushed = t.elapsed();
+        self.write_status(st, &touched, false)?;
+        st.unprogrammed
+            .extend(touched.into_iter().filter(|id| st.store.get(id).is_some()));
         self.watch_programmed(st);
+        tracing::debug!(
+            converge_ms = ms(converged),
+            push_ms = ms(pushed - converged),
+            status_ms = ms(t.elapsed() - pushed),
+            round = st.round,
+            "reconciled"
+        );
         Ok(())
     }
 
-    /// Translates and sets every proxy's snapshot; remembers which
-    /// generation each must ACK.
-    fn push(&self, st: &mut State) -> Result<(), EngineError> {
+    /// Translates and sets the snapshot of every proxy `scope` may affect
+    /// (every proxy when `None`); remembers which generation each must
+    /// ACK.
+    fn push(&self, st: &mut State, scope: Option<(&Mesh, &MeshDiff)>) -> Result<(), EngineError> {
+        let scope = if st.stale { None } else { scope };
+        st.stale = true;
         let opts = self.options(st);
         let ca = self.inner.ca.trust_bundle().to_string();
         let mut expected = BTreeMap::new();
@@ -468,12 +672,60 @@ impl Engine {
         for (k, r) in st.fleet.iter() {
             nodes.push((k.node(), k.service.clone(), r.ports.clone()));
         }
+        let mut skipped = 0usize;
+        let mut todo = Vec::new();
         for (node, svc, ports) in nodes {
-            let cfg = packlight_xds::sidecar(&st.model.mesh, &svc, &ports, &opts)?;
+            if let Some((old, diff)) = scope
+                && let Some(generation) = st.expected.get(&node).copied()
+                && !diff.affects(old, &st.model.mesh, &svc)
+            {
+                expected.insert(node, generation);
+                skipped += 1;
+                continue;
+            }
             let cert = self.cert(st, &names::spiffe_id(&opts.trust_domain, &svc))?;
-            let secrets = packlight_xds::secrets(&opts, &cert.cert_pem, &cert.key_pem, &ca);
-            let generation = self.inner.xds.set(&node, Snapshot::new(cfg, secrets));
-            expected.insert(node, generation);
+            todo.push((node, svc, ports, cert));
+        }
+        // Translation is CPU work per proxy: spread over the cores.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(todo.len().max(1));
+        let chunk = todo.len().div_ceil(threads).max(1);
+        let (mesh, xds, opts_ref, ca_ref) = (&st.model.mesh, &self.inner.xds, &opts, &ca);
+        let parts: Vec<Result<Vec<(String, u64)>, EngineError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(node, svc, ports, cert)| -> Result<_, EngineError> {
+                                let cfg = packlight_xds::sidecar(mesh, svc, ports, opts_ref)?;
+                                let secrets = packlight_xds::secrets(
+                                    opts_ref,
+                                    &cert.cert_pem,
+                                    &cert.key_pem,
+                                    ca_ref,
+                                );
+                                Ok((node.clone(), xds.set(node, Snapshot::new(cfg, secrets))))
+                            })
+                            .collect::<Result<Vec<_>, EngineError>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(EngineError::Io(std::io::Error::other(
+                            "a proxy's translation panicked",
+                        )))
+                    })
+                })
+                .collect()
+        });
+        for part in parts {
+            expected.extend(part?);
         }
         if st.ingress.is_some() {
             let cfg = packlight_xds::ingress_gateway(&st.model.mesh, &opts)?;
@@ -490,17 +742,29 @@ impl Engine {
                 self.inner.xds.remove(node);
             }
         }
+        tracing::debug!(
+            proxies = expected.len(),
+            skipped,
+            "proxies translated and set"
+        );
         st.expected = expected;
         st.round += 1;
+        st.stale = false;
         Ok(())
     }
 
-    /// Writes `Accepted` from the model's verdicts and `Programmed`
-    /// (`programmed`: every proxy ACKed; else Pending) on every stored
-    /// resource whose status changes.
-    fn write_status(&self, st: &mut State, programmed: bool) -> Result<(), EngineError> {
-        let ids: Vec<ResourceId> = st.store.iter().map(|(id, _)| id.clone()).collect();
+    /// Sets `Accepted` from the model's verdicts and `Programmed`
+    /// (`programmed`: every proxy ACKed; else Pending) on those of `ids`
+    /// still stored whose status changes (in memory: the store writes it
+    /// later).
+    fn write_status(
+        &self,
+        st: &mut State,
+        ids: &BTreeSet<ResourceId>,
+        programmed: bool,
+    ) -> Result<(), EngineError> {
         for id in ids {
+            let id = id.clone();
             let Some(stored) = st.store.get(&id) else {
                 continue;
             };
@@ -556,9 +820,8 @@ impl Engine {
                 "observedGeneration": generation,
                 "conditions": with_transitions(&old, conditions),
             });
-            if let (Resource::Route(_), Some(svc)) = (&stored.resource, route_split(&st.model, &id))
-            {
-                status["split"] = Value::String(svc);
+            if let Some(split) = route_split(&st.model, &id, &stored.resource) {
+                status["split"] = Value::String(split);
             }
             if strip_times(&old) != strip_times(&status)
                 && st.store.set_status(&id, status.clone())?
@@ -574,12 +837,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Marks everything Programmed once every proxy has ACKed this round's
-    /// generation (unless a newer round started meanwhile).
+    /// Marks the resources changed since the last programmed round
+    /// Programmed once every proxy has ACKed this round's generation
+    /// (unless a newer round started meanwhile: that one will).
     fn watch_programmed(&self, st: &State) {
         let round = st.round;
         let expected = st.expected.clone();
         let engine = self.clone();
+        let t = Instant::now();
         tokio::spawn(async move {
             for (node, generation) in &expected {
                 let mut rx = engine.inner.xds.acked(node);
@@ -587,10 +852,29 @@ impl Engine {
                     return;
                 }
             }
+            let acked = t.elapsed();
             let mut st = engine.inner.state.lock().await;
-            if st.round == round
-                && let Err(e) = engine.write_status(&mut st, true)
-            {
+            if st.round != round {
+                return;
+            }
+            let ids = std::mem::take(&mut st.unprogrammed);
+            if let Err(e) = engine.write_status(&mut st, &ids, true) {
+                tracing::error!(error = %e, "writing status");
+            }
+            let writes = st.store.take_writes();
+            drop(st);
+            tracing::debug!(
+                round,
+                resources = ids.len(),
+                acked_ms = ms(acked),
+                programmed_ms = ms(t.elapsed()),
+                "every proxy ACKed: programmed"
+            );
+            let persisted = match writes {
+                Ok(w) => engine.persist(w).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = persisted {
                 tracing::error!(error = %e, "writing status");
             }
         });
@@ -629,12 +913,18 @@ fn strip_times(v: &Value) -> Value {
     v
 }
 
-fn route_split(model: &Model, id: &ResourceId) -> Option<String> {
+/// The split a Route programs: its service's (same namespace) route
+/// table, when this Route is the one the service took.
+fn route_split(model: &Model, id: &ResourceId, resource: &Resource) -> Option<String> {
+    let Resource::Route(route) = resource else {
+        return None;
+    };
+    let key = ServiceKey::new(id.namespace.clone(), route.spec.service.clone());
     model
         .mesh
         .services
-        .values()
-        .find(|s| s.route_source.as_ref() == Some(id))
+        .get(&key)
+        .filter(|s| s.route_source.as_ref() == Some(id))
         .and_then(|s| s.route.as_ref())
         .map(|r| r.split())
 }

@@ -1,15 +1,26 @@
 //! The embedded durable store: every accepted resource, with its
-//! generation, resource version and status, one JSON file each under
-//! `DATA_DIR/store/KIND/NAMESPACE/NAME.json`, written atomically
-//! (temporary file + rename + fsync), so a crash leaves either the old or
-//! the new object, never half of one.
+//! generation and resource version, one JSON file each under
+//! `DATA_DIR/store/KIND/NAMESPACE/NAME.json`, written atomically and
+//! durably (temporary file + fsync + rename), so a crash leaves either the
+//! old or the new object, never half of one. Its status (derived: the
+//! engine recomputes it at start) sits beside it in `NAME.status`,
+//! written atomically but without fsync; a status file lost or torn by a
+//! crash is ignored.
+//!
+//! Changes happen in memory first ([`Store::put`], [`Store::set_status`],
+//! [`Store::delete`]); [`Store::take_writes`] hands out the files still to
+//! write, which the engine writes after releasing its lock (the xDS push
+//! does not wait for the disk). Writes of one file never go back in time:
+//! a write older than the last one done for that file is skipped.
 //!
 //! The store holds only what the model accepted: validation happens
 //! before [`Store::put`], in the engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use packlight_model::{Input, Resource, ResourceId};
 use serde_json::Value;
@@ -60,12 +71,103 @@ impl Stored {
     }
 }
 
+/// What is still to be written of one object.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dirty {
+    spec: bool,
+    status: bool,
+}
+
 /// The store: in memory, mirrored to disk.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
     objects: BTreeMap<ResourceId, Stored>,
     revision: u64,
+    /// Objects changed in memory since the last [`Store::take_writes`].
+    dirty: BTreeMap<ResourceId, Dirty>,
+    /// Sequence number of the next batch of writes.
+    seq: u64,
+    /// Per file, the sequence number of the last write done.
+    written: Arc<Mutex<HashMap<PathBuf, u64>>>,
+}
+
+/// One file to write or remove.
+#[derive(Debug)]
+struct FileWrite {
+    path: PathBuf,
+    /// `None`: remove the file.
+    body: Option<Vec<u8>>,
+    /// fsync before the rename (spec files).
+    durable: bool,
+}
+
+/// Files the store still has to write, taken from it with
+/// [`Store::take_writes`] (cheap, under the engine's lock) and written
+/// with [`Writes::write`] (blocking, after the lock is released).
+#[derive(Debug)]
+#[must_use = "the changes are in memory only until written"]
+pub struct Writes {
+    seq: u64,
+    files: Vec<FileWrite>,
+    written: Arc<Mutex<HashMap<PathBuf, u64>>>,
+}
+
+impl Writes {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Writes the files (blocking): spec files durably (temporary file,
+    /// fsync, rename), status files without fsync, removals. A file
+    /// already written by a later batch is left alone.
+    pub fn write(self) -> Result<(), StoreError> {
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        // A poisoned lock only means a panic in another write; the map of
+        // sequence numbers stays usable.
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for f in self.files {
+            if written.get(&f.path).is_some_and(|&s| s > self.seq) {
+                continue;
+            }
+            match &f.body {
+                Some(body) => write_file(&f.path, body, f.durable).map_err(io(&f.path))?,
+                None => match fs::remove_file(&f.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(&f.path)(e)),
+                },
+            }
+            written.insert(f.path, self.seq);
+        }
+        Ok(())
+    }
+}
+
+/// Writes `path` atomically (temporary file + rename), owner-only, with
+/// an fsync of the file before the rename when `durable`.
+fn write_file(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(contents)?;
+        if durable {
+            f.sync_all()?;
+        }
+    }
+    fs::rename(&tmp, path)
 }
 
 /// What a put did.
@@ -117,6 +219,9 @@ impl Store {
             dir,
             objects: BTreeMap::new(),
             revision: 0,
+            dirty: BTreeMap::new(),
+            seq: 0,
+            written: Arc::default(),
         };
         store.load()?;
         Ok(store)
@@ -137,10 +242,12 @@ impl Store {
             };
             let mut value: Value =
                 serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-            let status = value
+            // Older stores kept the status inside the object's file.
+            let inline = value
                 .as_object_mut()
                 .and_then(|m| m.remove("status"))
                 .unwrap_or(Value::Null);
+            let status = read_status(&path.with_extension("status")).unwrap_or(inline);
             let (inputs, diags) =
                 packlight_model::resource::from_documents(vec![value], 0, "default");
             if let Some((_, d)) = diags.into_iter().next() {
@@ -168,20 +275,66 @@ impl Store {
             .join(format!("{}.json", id.name))
     }
 
-    fn persist(&self, id: &ResourceId) -> Result<(), StoreError> {
-        let path = self.path_of(id);
-        let Some(stored) = self.objects.get(id) else {
-            return Ok(());
-        };
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io(parent))?;
+    fn mark(&mut self, id: &ResourceId, spec: bool, status: bool) {
+        let d = self.dirty.entry(id.clone()).or_default();
+        d.spec |= spec;
+        d.status |= status;
+    }
+
+    /// The files changed in memory since the last call, to be written
+    /// with [`Writes::write`]; the in-memory store is already up to date.
+    pub fn take_writes(&mut self) -> Result<Writes, StoreError> {
+        self.seq += 1;
+        let mut files = Vec::new();
+        for (id, d) in std::mem::take(&mut self.dirty) {
+            let path = self.path_of(&id);
+            let status_path = path.with_extension("status");
+            let Some(stored) = self.objects.get(&id) else {
+                files.push(FileWrite {
+                    path,
+                    body: None,
+                    durable: true,
+                });
+                files.push(FileWrite {
+                    path: status_path,
+                    body: None,
+                    durable: false,
+                });
+                continue;
+            };
+            let json = |v: &Value, path: &Path| {
+                serde_json::to_vec_pretty(v).map_err(|e| StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+            };
+            if d.spec {
+                let body = json(&stored.resource.to_value(), &path)?;
+                files.push(FileWrite {
+                    path,
+                    body: Some(body),
+                    durable: true,
+                });
+            }
+            if d.status || d.spec {
+                let body = json(&stored.status, &status_path)?;
+                files.push(FileWrite {
+                    path: status_path,
+                    body: Some(body),
+                    durable: false,
+                });
+            }
         }
-        let text =
-            serde_json::to_vec_pretty(&stored.to_value()).map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        crate::ca::write_private(&path, &text).map_err(io(&path))
+        Ok(Writes {
+            seq: self.seq,
+            files,
+            written: Arc::clone(&self.written),
+        })
+    }
+
+    /// Writes what changed in memory now (blocking).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.take_writes()?.write()
     }
 
     /// Every stored resource, ordered by kind, namespace, name.
@@ -207,8 +360,9 @@ impl Store {
         self.revision
     }
 
-    /// Stores `resource` (already validated). The generation is bumped
-    /// only when the spec, labels or annotations change; status is kept.
+    /// Stores `resource` (already validated) in memory; it is written by
+    /// the next [`Store::take_writes`]. The generation is bumped only when
+    /// the spec, labels or annotations change; status is kept.
     pub fn put(&mut self, mut resource: Resource) -> Result<Action, StoreError> {
         let id = resource.id();
         let prev = self.objects.get(&id);
@@ -237,12 +391,12 @@ impl Store {
         meta.uid = uid.or_else(|| Some(format!("{}-{}", id.kind.to_lowercase(), self.revision)));
         meta.managed_fields = None;
         self.objects.insert(id.clone(), Stored { resource, status });
-        self.persist(&id)?;
+        self.mark(&id, true, false);
         Ok(action)
     }
 
-    /// Replaces a resource's status (not its generation). Returns whether
-    /// it changed.
+    /// Replaces a resource's status (not its generation), in memory.
+    /// Returns whether it changed.
     pub fn set_status(&mut self, id: &ResourceId, status: Value) -> Result<bool, StoreError> {
         let Some(s) = self.objects.get_mut(id) else {
             return Ok(false);
@@ -251,21 +405,31 @@ impl Store {
             return Ok(false);
         }
         s.status = status;
-        self.persist(id)?;
+        self.mark(id, false, true);
         Ok(true)
     }
 
-    /// Deletes a resource; `false` when there was none.
+    /// Deletes a resource in memory (its files go with the next
+    /// [`Store::take_writes`]); `false` when there was none.
     pub fn delete(&mut self, id: &ResourceId) -> Result<bool, StoreError> {
         if self.objects.remove(id).is_none() {
             return Ok(false);
         }
         self.revision += 1;
-        let path = self.path_of(id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(io(&path)(e)),
+        self.mark(id, true, true);
+        Ok(true)
+    }
+}
+
+/// A status file's content; `None` when missing or unreadable (it is
+/// written without fsync, so a crash may leave it torn).
+fn read_status(path: &Path) -> Option<Value> {
+    let text = fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "status file ignored");
+            None
         }
     }
 }
@@ -317,6 +481,7 @@ mod tests {
             assert_eq!(s.put(r2).unwrap(), Action::Configured);
             s.set_status(&id, serde_json::json!({"observedGeneration": 2}))
                 .unwrap();
+            s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let got = s.get(&id).unwrap();
@@ -333,8 +498,65 @@ mod tests {
         let r = resource(MS);
         let id = r.id();
         s.put(r).unwrap();
+        s.flush().unwrap();
         assert!(s.delete(&id).unwrap());
         assert!(!s.delete(&id).unwrap());
+        s.flush().unwrap();
         assert!(Store::open(dir.path()).unwrap().get(&id).is_none());
+    }
+
+    #[test]
+    fn nothing_is_on_disk_before_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let r = resource(MS);
+        let id = r.id();
+        s.put(r).unwrap();
+        assert!(Store::open(dir.path()).unwrap().get(&id).is_none());
+        let writes = s.take_writes().unwrap();
+        assert!(!writes.is_empty());
+        writes.write().unwrap();
+        assert!(Store::open(dir.path()).unwrap().get(&id).is_some());
+        assert!(s.take_writes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_older_batch_never_overwrites_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let r = resource(MS);
+        let id = r.id();
+        s.put(r).unwrap();
+        let old = s.take_writes().unwrap();
+        s.put(resource(&MS.replace("port: 80", "port: 81")))
+            .unwrap();
+        let new = s.take_writes().unwrap();
+        new.write().unwrap();
+        old.write().unwrap();
+        let got = Store::open(dir.path()).unwrap();
+        assert_eq!(got.get(&id).unwrap().to_value()["spec"]["port"], 81);
+    }
+
+    #[test]
+    fn a_torn_status_file_is_ignored_and_old_inline_status_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let r = resource(MS);
+        let id = r.id();
+        s.put(r).unwrap();
+        s.set_status(&id, serde_json::json!({"observedGeneration": 1}))
+            .unwrap();
+        s.flush().unwrap();
+        let spec = s.path_of(&id);
+        std::fs::write(spec.with_extension("status"), "{\"observedGen").unwrap();
+        let got = Store::open(dir.path()).unwrap();
+        assert!(got.get(&id).unwrap().status.is_null());
+        // The layout before status files: status inside the object.
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&spec).unwrap()).unwrap();
+        v["status"] = serde_json::json!({"observedGeneration": 1});
+        std::fs::write(&spec, v.to_string()).unwrap();
+        std::fs::remove_file(spec.with_extension("status")).unwrap();
+        let got = Store::open(dir.path()).unwrap();
+        assert_eq!(got.get(&id).unwrap().status["observedGeneration"], 1);
     }
 }
