@@ -104,10 +104,18 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Judges `req.object` together with `others` (every other resource the
-/// webhook knows; the object's own earlier version is left out by the
-/// caller). The rules are the model's: the same checks, diagnostics and
-/// text as `packlight validate`/`render`.
+/// Judges `req.object` with the model (the same checks, diagnostics and
+/// text as `packlight validate`/`render`), as DESIGN.md says admission
+/// should: an error the object has on its own (a bad regex, duration,
+/// host, version string...) refuses the request; what depends on other
+/// objects (a version its Microservice lacks, two Routes for one service)
+/// is never refused — admission cannot see a consistent whole (`kubectl
+/// apply -f dir/` sends a Route before the Microservice it needs) — and
+/// comes back as an admission warning, and in status. An error refuses
+/// when the object has it alone and also with `others` (every other
+/// resource the webhook knows; the object's own earlier version is left
+/// out by the caller), so an error that another object would cure is not
+/// refused either.
 pub fn decide(req: &Request<'_>, others: &[Input]) -> Decision {
     if req.needs_no_review() {
         return Decision::allow();
@@ -115,14 +123,22 @@ pub fn decide(req: &Request<'_>, others: &[Input]) -> Decision {
     let id = req.id();
     let (mut inputs, early) =
         packlight_model::resource::from_documents(vec![req.object.clone()], 0, req.namespace);
-    let mut diags: Vec<Diagnostic> = early.into_iter().map(|(_, d)| d).collect();
-    if diags.is_empty() {
+    let early: Vec<Diagnostic> = early.into_iter().map(|(_, d)| d).collect();
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = if !early.is_empty() {
+        early.into_iter().partition(Diagnostic::is_error)
+    } else {
+        let alone: Vec<String> = packlight_model::build(&inputs)
+            .diagnostics_of(&id)
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect();
         inputs.extend(others.iter().filter(|i| i.resource.id() != id).cloned());
         let model = packlight_model::build(&inputs);
-        diags.extend(model.diagnostics_of(&id).cloned());
-    }
-    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
-        diags.into_iter().partition(Diagnostic::is_error);
+        model
+            .diagnostics_of(&id)
+            .cloned()
+            .partition(|d| d.is_error() && alone.contains(&d.to_string()))
+    };
     Decision {
         allowed: errors.is_empty(),
         message: (!errors.is_empty()).then(|| {
@@ -138,9 +154,15 @@ pub fn decide(req: &Request<'_>, others: &[Input]) -> Decision {
             .iter()
             .map(|w| {
                 let text = w.to_string();
-                text.strip_prefix("warning: ")
-                    .map(str::to_string)
-                    .unwrap_or(text)
+                if w.is_error() {
+                    // An error that depends on other objects: stored, and
+                    // reported in status.
+                    format!("{text} [stored; status Accepted=False until this is fixed]")
+                } else {
+                    text.strip_prefix("warning: ")
+                        .map(str::to_string)
+                        .unwrap_or(text)
+                }
             })
             .collect(),
     }
@@ -198,18 +220,27 @@ mod tests {
         json!({"request": {"uid": "u1", "operation": "CREATE", "namespace": "ns", "object": obj}})
     }
 
+    fn bad_regex_route() -> Value {
+        let mut r = route("app", "1.0");
+        r["spec"]["rules"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"version": "1.0", "matches": [{"headers": {"gray": {"regex": "("}}}]}));
+        r
+    }
+
     #[test]
-    fn a_route_to_a_missing_version_is_refused_with_the_cli_text() {
-        let review = create(&route("app", "3.0"));
+    fn an_error_of_the_object_alone_is_refused_with_the_cli_text() {
+        let review = create(&bad_regex_route());
         let req = Request::of(&review).unwrap();
         let d = decide(&req, &[input(ms("app", &["1.0"]))]);
         assert!(!d.allowed);
         let msg = d.message.unwrap();
         assert!(
-            msg.starts_with("Route ns/app: spec.rules[0].version: "),
+            msg.starts_with("Route ns/app: spec.rules[1].matches[0].headers.gray.regex: "),
             "{msg}"
         );
-        assert!(msg.contains("3.0"), "{msg}");
+        assert!(msg.contains("is not an RE2 regex"), "{msg}");
         let resp = response(
             "u1",
             &Decision {
@@ -223,15 +254,31 @@ mod tests {
     }
 
     #[test]
-    fn a_second_route_for_a_service_is_refused_and_a_valid_one_passes() {
+    fn what_depends_on_other_objects_passes_with_a_warning() {
+        // A version the Microservice lacks (DESIGN.md: status, not admission).
+        let review = create(&route("app", "3.0"));
+        let d = decide(
+            &Request::of(&review).unwrap(),
+            &[input(ms("app", &["1.0"]))],
+        );
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.warnings.len(), 1, "{d:?}");
+        assert!(
+            d.warnings[0].starts_with("Route ns/app: spec.rules[0].version: ")
+                && d.warnings[0].contains("3.0")
+                && d.warnings[0].ends_with("[stored; status Accepted=False until this is fixed]"),
+            "{d:?}"
+        );
+        // A second Route for one service: both get Conflict in status.
         let others = [input(ms("app", &["1.0"])), input(route("app", "1.0"))];
         let review = create(&route("app-2", "1.0"));
         let d = decide(&Request::of(&review).unwrap(), &others);
-        assert!(!d.allowed, "{d:?}");
+        assert!(d.allowed, "{d:?}");
+        assert!(d.warnings.iter().any(|w| w.contains("2 Routes")), "{d:?}");
         // The same name is the same resource (an update), not a second Route.
         let review = create(&route("app", "1.0"));
         let d = decide(&Request::of(&review).unwrap(), &others);
-        assert!(d.allowed, "{d:?}");
+        assert!(d.allowed && d.warnings.is_empty(), "{d:?}");
     }
 
     #[test]
