@@ -91,10 +91,51 @@ pub struct FleetConfig {
 }
 
 /// A free loopback port (bound, then released: the process that uses it
-/// binds it a moment later).
+/// binds it a moment later). Taken below the kernel's ephemeral port range
+/// (`net.ipv4.ip_local_port_range`), walking from a random start: a port
+/// from the ephemeral range could be handed by the kernel to anyone's
+/// port-0 bind or outgoing connection (an Envoy admin, a client socket)
+/// before our process binds it — seen as an Envoy NACK "cannot bind:
+/// Address already in use" and a proxy that never became ready. Falls back
+/// to a port-0 bind when the range below is exhausted.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const BASE: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let top = ephemeral_low().max(BASE + 1_000);
+    let span = top - BASE;
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        // Only the first caller's seed counts; a lost race is fine.
+        let _ = NEXT.compare_exchange(
+            0,
+            (seed % u64::from(span)) as u32 + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    for _ in 0..span {
+        let port = BASE + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(l.local_addr()?.port())
+}
+
+/// The lowest port of the kernel's ephemeral range (32768 when unknown).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 fn loopback(port: u16) -> SocketAddr {
