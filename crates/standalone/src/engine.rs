@@ -275,17 +275,31 @@ impl Engine {
 
     /// Starts the gateway and every workload of the stored resources.
     pub async fn start(&self) -> Result<(), EngineError> {
+        self.locked(|st| {
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let gw = start_envoy(&self.inner.fleet_cfg, INGRESS_NODE, "ingress", admin)?;
+            st.ingress = Some((admin, gw));
+            let all: BTreeSet<ResourceId> = st.store.iter().map(|(id, _)| id.clone()).collect();
+            self.reconcile(st, None, all)
+        })
+        .await
+    }
+
+    /// Runs `change` under the state lock, then writes the store's files
+    /// it left after the lock is released. `change`'s own error wins over
+    /// a write error.
+    async fn locked<T>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         let mut st = self.inner.state.lock().await;
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let gw = start_envoy(&self.inner.fleet_cfg, INGRESS_NODE, "ingress", admin)?;
-        st.ingress = Some((admin, gw));
-        let all: BTreeSet<ResourceId> = st.store.iter().map(|(id, _)| id.clone()).collect();
-        let outcome = self.reconcile(&mut st, None, all);
+        let outcome = change(&mut st);
         let writes = st.store.take_writes();
         drop(st);
         let persisted = self.persist(writes?).await;
-        outcome?;
-        persisted
+        let out = outcome?;
+        persisted?;
+        Ok(out)
     }
 
     /// Writes the store's files after the state lock is released (the
@@ -338,14 +352,8 @@ impl Engine {
         if alone.has_errors() {
             return Ok(Err(Refused(errors(alone.diagnostics))));
         }
-        let mut st = self.inner.state.lock().await;
-        let outcome = self.apply_locked(&mut st, texts, alone, inputs, dry_run);
-        let writes = st.store.take_writes();
-        drop(st);
-        let persisted = self.persist(writes?).await;
-        let out = outcome?;
-        persisted?;
-        Ok(out)
+        self.locked(|st| self.apply_locked(st, texts, alone, inputs, dry_run))
+            .await
     }
 
     fn apply_locked(
@@ -433,14 +441,7 @@ impl Engine {
         &self,
         id: &ResourceId,
     ) -> Result<Option<Result<(), Refused>>, EngineError> {
-        let mut st = self.inner.state.lock().await;
-        let outcome = self.delete_locked(&mut st, id);
-        let writes = st.store.take_writes();
-        drop(st);
-        let persisted = self.persist(writes?).await;
-        let out = outcome?;
-        persisted?;
-        Ok(out)
+        self.locked(|st| self.delete_locked(st, id)).await
     }
 
     fn delete_locked(
