@@ -104,10 +104,16 @@ fn read(path: &Path) -> Result<Option<String>, CaError> {
     }
 }
 
-/// Writes `contents` to `path` atomically (temporary file, then rename),
-/// readable by the owner only.
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), std::io::Error> {
-    let tmp = path.with_extension("tmp");
+/// Writes `contents` to `path` atomically (temporary file `PATH.tmp`,
+/// then rename), readable by the owner only, creating its directory; the
+/// file is fsynced before the rename when `durable`.
+pub(crate) fn write_private(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     {
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
@@ -115,7 +121,9 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), std::io:
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&tmp)?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)
 }
@@ -140,8 +148,9 @@ impl Ca {
                 params.not_before = now - time::Duration::hours(1);
                 params.not_after = now + CA_LIFETIME;
                 let cert = params.self_signed(&key)?;
-                write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-                write_private(&cert_path, cert.pem().as_bytes()).map_err(io(&cert_path))?;
+                write_private(&key_path, key.serialize_pem().as_bytes(), true)
+                    .map_err(io(&key_path))?;
+                write_private(&cert_path, cert.pem().as_bytes(), true).map_err(io(&cert_path))?;
                 (key, cert.pem())
             }
         };

@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -134,7 +133,9 @@ impl Writes {
                 continue;
             }
             match &f.body {
-                Some(body) => write_file(&f.path, body, f.durable).map_err(io(&f.path))?,
+                Some(body) => {
+                    crate::ca::write_private(&f.path, body, f.durable).map_err(io(&f.path))?
+                }
                 None => match fs::remove_file(&f.path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -145,29 +146,6 @@ impl Writes {
         }
         Ok(())
     }
-}
-
-/// Writes `path` atomically (temporary file + rename), owner-only, with
-/// an fsync of the file before the rename when `durable`.
-fn write_file(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(contents)?;
-        if durable {
-            f.sync_all()?;
-        }
-    }
-    fs::rename(&tmp, path)
 }
 
 /// What a put did.

@@ -69,7 +69,7 @@ pub fn token(data_dir: &Path) -> anyhow::Result<String> {
     getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
     let t: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(data_dir)?;
-    crate::ca::write_private(&path, t.as_bytes())?;
+    crate::ca::write_private(&path, t.as_bytes(), true)?;
     Ok(t)
 }
 
