@@ -19,13 +19,10 @@ pub fn random_hex() -> Result<String, ConsoleError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Compares without an early exit on the first differing byte.
+/// Compares in constant time (`subtle`; only the lengths leak).
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// The access token a request carries: the cookie, or `Authorization:
