@@ -164,6 +164,10 @@ pub struct Context {
     /// the apply returned (so server-side normalisation never causes
     /// re-applies).
     applied: Mutex<HashMap<ObjectKey, (u64, String)>>,
+    /// Per orphan: the resourceVersion it had when it was deleted (or
+    /// found gone), so a watch cache that has not yet seen the deletion
+    /// never causes a second delete.
+    deleted: Mutex<HashMap<ObjectKey, String>>,
     /// Every namespace, when the operator watches them all (to adopt
     /// objects whose home namespace is gone; see [`reconcile`]).
     namespaces: Option<kube::runtime::reflector::Store<Namespace>>,
@@ -332,6 +336,7 @@ async fn serve(
         stats: stats.clone(),
         failures: Default::default(),
         applied: Mutex::default(),
+        deleted: Mutex::default(),
         namespaces: config.namespace.is_none().then(|| controller.store()),
     });
 

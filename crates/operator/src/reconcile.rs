@@ -160,11 +160,22 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
 
     // Orphans: managed objects of this namespace that are no longer
     // rendered, unless a rejected resource keeps them.
+    if let Ok(mut d) = ctx.deleted.lock() {
+        d.retain(|k, _| k.namespace != ns || live.contains_key(k));
+    }
     for (key, obj) in &live {
         if wanted.contains(key) || is_protected(&rendered, obj) {
             continue;
         }
-        if let Err(e) = delete(ctx, key).await {
+        let rv = outputs::str_at(obj, "/metadata/resourceVersion").unwrap_or_default();
+        let done = ctx
+            .deleted
+            .lock()
+            .is_ok_and(|d| d.get(key).is_some_and(|v| v == rv));
+        if done {
+            continue;
+        }
+        if let Err(e) = delete(ctx, key, rv).await {
             failed += 1;
             let why = format!("deleting {key}: {e}");
             tracing::warn!(object = %key, error = %e, "delete failed");
@@ -302,22 +313,29 @@ async fn place(
     }
 }
 
-async fn delete(ctx: &Context, key: &ObjectKey) -> Result<(), kube::Error> {
+/// Deletes an orphan the watch cache shows at resourceVersion `rv`.
+async fn delete(ctx: &Context, key: &ObjectKey, rv: &str) -> Result<(), kube::Error> {
     let Some(api) = dynamic_api(ctx, key) else {
         return Ok(());
     };
     ctx.stats.deletes.fetch_add(1, Ordering::Relaxed);
-    match api.delete(&key.name, &DeleteParams::background()).await {
+    let result = match api.delete(&key.name, &DeleteParams::background()).await {
         Ok(_) => {
             tracing::info!(object = %key, "deleted orphan");
-            if let Ok(mut m) = ctx.applied.lock() {
-                m.remove(key);
-            }
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
+    };
+    if result.is_ok() {
+        if let Ok(mut m) = ctx.applied.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut d) = ctx.deleted.lock() {
+            d.insert(key.clone(), rv.to_string());
+        }
     }
+    result
 }
 
 /// Owner reference to the source resource when it is in the same

@@ -279,8 +279,9 @@ async fn setup(admin: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every Route is Programmed at its generation and every
-/// Route's VirtualService has `want(i)` as the v1-0 weight.
+/// Waits until every Route and every Microservice is Programmed at its
+/// generation and every Route's VirtualService has `want(i)` as the v1-0
+/// weight: the operator has nothing left to write.
 async fn converged(
     admin: &kube::Client,
     want: &[(usize, u64)],
@@ -288,10 +289,22 @@ async fn converged(
 ) -> anyhow::Result<()> {
     let routes = api_of(admin, "packlight.dev", "Route");
     let vss = api_of(admin, "networking.istio.io", "VirtualService");
+    let services = api_of(admin, "packlight.dev", "Microservice");
     let last = std::cell::RefCell::new(String::new());
     eventually("convergence", limit, || {
-        let (routes, vss, last) = (&routes, &vss, &last);
+        let (routes, vss, services, last) = (&routes, &vss, &services, &last);
         async move {
+            for m in services.list(&ListParams::default()).await?.items {
+                let m = serde_json::to_value(m)?;
+                let programmed = condition(&m, "Programmed").is_some_and(|c| {
+                    c["status"] == "True" && c["observedGeneration"] == m["metadata"]["generation"]
+                });
+                if !programmed {
+                    *last.borrow_mut() =
+                        format!("Microservice {}: not programmed", m["metadata"]["name"]);
+                    return Ok(false);
+                }
+            }
             for (i, w) in want {
                 let r = serde_json::to_value(routes.get(&format!("svc-{i}")).await?)?;
                 let programmed = condition(&r, "Programmed").is_some_and(|c| {
@@ -431,9 +444,21 @@ async fn the_operator_recovers_when_the_api_server_restarts() -> anyhow::Result<
     assert_eq!(deps, want);
 
     // Steady state after the outage writes nothing.
-    let before = stats.writes();
+    let counts = |s: &packlight_operator::Stats| {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            s.applies.load(Relaxed),
+            s.deletes.load(Relaxed),
+            s.status_writes.load(Relaxed),
+        )
+    };
+    let before = counts(&stats);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(stats.writes(), before, "writes in steady state");
+    assert_eq!(
+        counts(&stats),
+        before,
+        "writes in steady state (applies, deletes, status writes)"
+    );
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
