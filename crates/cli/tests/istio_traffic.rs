@@ -349,7 +349,6 @@ spec:
 
 /// MeshPolicy deny + mTLS STRICT, AccessPolicy allowing `sleep` to GET.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the allowed caller gets 503 (not 200) under mtls strict + access deny; being investigated"]
 async fn access_policy_allows_one_caller_and_strict_mtls_refuses_plain_text() {
     let bench = Bench::start("istio-access").await;
     bench.apply(SECURITY).await;

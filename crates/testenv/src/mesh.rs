@@ -216,8 +216,9 @@ impl Mesh {
         let ip = self.next_ip()?;
         let short = format!("p{}", ip.octets()[3]);
         let pods: Api<KubePod> = Api::namespaced(self.client.clone(), &spec.namespace);
+        let labels = injected_labels(spec);
         let object: KubePod = serde_json::from_value(json!({
-            "metadata": {"name": spec.name, "labels": spec.labels},
+            "metadata": {"name": spec.name, "labels": labels},
             "spec": {
                 "serviceAccountName": spec.service_account,
                 "containers": [{"name": "app", "image": "packlight.invalid/bench"}],
@@ -270,7 +271,7 @@ impl Mesh {
             .pods
             .push(pod.clone());
         if let Some(kind) = spec.proxy {
-            let labels = serde_json::to_string(&spec.labels)?;
+            let labels = serde_json::to_string(&labels)?;
             run_script(&[
                 "sidecar",
                 &dir,
@@ -770,6 +771,30 @@ pub async fn apply_yaml(
         .with_context(|| format!("applying {} {name}", types.kind))?;
     }
     Ok(())
+}
+
+/// The pod's labels as Istio's sidecar injector leaves them: with a
+/// sidecar, `security.istio.io/tlsMode: istio` (without it istiod's auto
+/// mTLS sends plain text to the pod, which STRICT mTLS then resets) and the
+/// canonical service name and revision.
+fn injected_labels(spec: &PodSpec) -> BTreeMap<String, String> {
+    let mut labels = spec.labels.clone();
+    if spec.proxy == Some("sidecar") {
+        labels.insert("security.istio.io/tlsMode".into(), "istio".into());
+        let name = spec.labels.get("app").unwrap_or(&spec.name).clone();
+        labels
+            .entry("service.istio.io/canonical-name".into())
+            .or_insert(name);
+        let revision = spec
+            .labels
+            .get("version")
+            .cloned()
+            .unwrap_or_else(|| "latest".into());
+        labels
+            .entry("service.istio.io/canonical-revision".into())
+            .or_insert(revision);
+    }
+    labels
 }
 
 /// Runs `scripts/testenv ARGS...`; its stderr goes to the test's.
