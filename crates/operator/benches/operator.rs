@@ -7,8 +7,9 @@
 //! flight); reports the time until every Route is `Programmed`, the write
 //! requests the operator sent, and this process's peak RSS (the operator
 //! runs in-process: operator, clients and bench together); then changes
-//! one Route's weights and reports the time until its VirtualService shows
-//! them (polled every 10 ms). The operator runs under its own
+//! the weights of one Route at a time (`PACKLIGHT_BENCH_CHANGES`, default
+//! 20, each a different Route) and reports p50/p99 of the time until its
+//! VirtualService shows them (polled every 10 ms). The operator runs under its own
 //! ServiceAccount, as in the tests.
 
 #[path = "../tests/support/mod.rs"]
@@ -109,28 +110,46 @@ async fn bench(n: usize) -> anyhow::Result<()> {
         rss_idle / 1024,
     );
 
-    let target = format!("svc-{}", n / 2);
+    // One weight change at a time, on CHANGES different Routes: the time
+    // until its VirtualService shows it.
+    let changes: usize = std::env::var("PACKLIGHT_BENCH_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, n);
     let before = s.writes();
-    let t = Instant::now();
-    h.apply(&resources(n / 2, 30)).await?;
-    loop {
-        let vs = h
-            .get_output("VirtualService", &target)
-            .await?
-            .unwrap_or_default();
-        if vs["spec"]["http"].to_string().contains("\"weight\":30") {
-            break;
+    let mut times = Vec::new();
+    for k in 0..changes {
+        let i = (n / 2 + k) % n;
+        let target = format!("svc-{i}");
+        let t = Instant::now();
+        h.apply(&resources(i, 30)).await?;
+        loop {
+            let vs = h
+                .get_output("VirtualService", &target)
+                .await?
+                .unwrap_or_default();
+            if vs["spec"]["http"].to_string().contains("\"weight\":30") {
+                break;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(120),
+                "the change of {target} never showed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(120),
-            "the change never showed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        times.push(t.elapsed());
+        // Let its status write land before the next change.
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    times.sort();
+    let pick = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
     println!(
-        "one_change_visible_in={:.2?} writes_for_it={}",
-        t.elapsed(),
-        s.writes() - before
+        "changes={changes} one_change_visible_in p50={:.2?} p99={:.2?} max={:.2?} writes_per_change={:.1}",
+        pick(0.5),
+        pick(0.99),
+        times[times.len() - 1],
+        (s.writes() - before) as f64 / changes as f64
     );
     h.finish().await
 }
@@ -140,6 +159,13 @@ fn main() -> anyhow::Result<()> {
     // only check that it builds.
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
+    }
+    // RUST_LOG=packlight_operator=debug shows each reconcile's steps.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let n: usize = std::env::var("PACKLIGHT_BENCH_ROUTES")
         .ok()
