@@ -133,6 +133,9 @@ pub struct Rendered {
     /// A digest per namespace of its desired objects and its resources'
     /// verdicts and diagnostics.
     pub digests: BTreeMap<String, u64>,
+    /// A structural hash of each desired object (owner reference
+    /// included), in the order of `desired`.
+    pub hashes: BTreeMap<String, Vec<u64>>,
 }
 
 impl Rendered {
@@ -247,22 +250,57 @@ impl Index {
         collect(&s.access, &mut inputs, &mut sources);
         collect(&s.mesh, &mut inputs, &mut sources);
         collect(&s.ingress, &mut inputs, &mut sources);
+        let t0 = std::time::Instant::now();
         let model = packlight_model::build(&inputs);
+        let t_model = t0.elapsed();
         let mut desired: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for obj in packlight_istio::render(&model.mesh, &self.render) {
+        for mut obj in packlight_istio::render(&model.mesh, &self.render) {
+            add_owner(&mut obj, &sources);
             if let Some(home) = outputs::home_namespace(&obj) {
                 desired.entry(home.to_string()).or_default().push(obj);
             }
         }
-        let digests = digests(&desired, &model);
+        let t_render = t0.elapsed();
+        let (digests, hashes) = digests(&desired, &model);
+        let at = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            model_ms = at(t_model),
+            render_ms = at(t_render),
+            digests_ms = at(t0.elapsed()),
+            "model build steps (ms since the inputs were collected)"
+        );
         Rendered {
             revision,
             model,
             desired,
             sources,
             digests,
+            hashes,
         }
     }
+}
+
+/// Owner reference to the source resource when it is in the same
+/// namespace: deleting the resource deletes its objects (garbage
+/// collector). Objects elsewhere are cleaned up by label.
+fn add_owner(obj: &mut Value, sources: &BTreeMap<ResourceId, SourceMeta>) {
+    let Some(source) = outputs::source_of(obj) else {
+        return;
+    };
+    if outputs::str_at(obj, "/metadata/namespace") != Some(source.namespace.as_str()) {
+        return;
+    }
+    let Some(meta) = sources.get(&source) else {
+        return;
+    };
+    obj["metadata"]["ownerReferences"] = serde_json::json!([{
+        "apiVersion": meta.api_version,
+        "kind": source.kind,
+        "name": source.name,
+        "uid": meta.uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }]);
 }
 
 fn collect<K: SourceKind>(
@@ -289,12 +327,22 @@ fn collect<K: SourceKind>(
     }
 }
 
-fn digests(desired: &BTreeMap<String, Vec<Value>>, model: &Model) -> BTreeMap<String, u64> {
+/// Per namespace: the digest (objects, verdicts, diagnostics); and each
+/// object's own hash.
+type Digests = (BTreeMap<String, u64>, BTreeMap<String, Vec<u64>>);
+
+fn digests(desired: &BTreeMap<String, Vec<Value>>, model: &Model) -> Digests {
     let mut hashers: BTreeMap<String, DefaultHasher> = BTreeMap::new();
+    let mut hashes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (ns, objs) in desired {
         let h = hashers.entry(ns.clone()).or_default();
+        let each = hashes.entry(ns.clone()).or_default();
         for o in objs {
-            o.to_string().hash(h);
+            let mut oh = DefaultHasher::new();
+            outputs::hash_value(o, &mut oh);
+            let oh = oh.finish();
+            h.write_u64(oh);
+            each.push(oh);
         }
     }
     for (id, verdict) in &model.verdicts {
@@ -307,7 +355,8 @@ fn digests(desired: &BTreeMap<String, Vec<Value>>, model: &Model) -> BTreeMap<St
             d.hash(hashers.entry(ns.clone()).or_default());
         }
     }
-    hashers.into_iter().map(|(k, h)| (k, h.finish())).collect()
+    let digests = hashers.into_iter().map(|(k, h)| (k, h.finish())).collect();
+    (digests, hashes)
 }
 
 fn changed_namespaces(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<String> {

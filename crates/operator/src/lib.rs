@@ -168,6 +168,10 @@ pub struct Context {
     /// found gone), so a watch cache that has not yet seen the deletion
     /// never causes a second delete.
     deleted: Mutex<HashMap<ObjectKey, String>>,
+    /// Per managed object: its resourceVersion and its JSON form, so a
+    /// reconcile converts from the watch cache only the objects that
+    /// changed since the last one.
+    live_values: Mutex<HashMap<ObjectKey, (String, Arc<serde_json::Value>)>>,
     /// Every namespace, when the operator watches them all (to adopt
     /// objects whose home namespace is gone; see [`reconcile`]).
     namespaces: Option<kube::runtime::reflector::Store<Namespace>>,
@@ -267,6 +271,11 @@ async fn serve(
     let (resync_tx, resync_rx) = mpsc::unbounded_channel::<()>();
     let (retrigger_tx, retrigger_rx) = mpsc::unbounded_channel::<String>();
     let filter = || ChangeFilter::new(revision.clone(), resync_tx.clone());
+    // Managed objects move their own counter: the model is built from the
+    // sources alone, so the echo of the operator's own writes triggers a
+    // reconcile (drift is repaired) but never a rebuild of the model.
+    let output_revision = Arc::new(AtomicU64::new(0));
+    let output_filter = || ChangeFilter::new(output_revision.clone(), resync_tx.clone());
 
     let ns_api: Api<Namespace> = Api::all(client.clone());
     let ns_watch = match &config.namespace {
@@ -311,7 +320,7 @@ async fn serve(
             Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
             None => Api::<DynamicObject>::all_with(client.clone(), &ar),
         };
-        let stream = index::output_stream(api, writer, filter(), kind);
+        let stream = index::output_stream(api, writer, output_filter(), kind);
         controller = controller.watches_stream_with(
             stream,
             |obj: DynamicObject| index::home_of(&obj).map(|ns| ObjectRef::<Namespace>::new(&ns)),
@@ -337,6 +346,7 @@ async fn serve(
         failures: Default::default(),
         applied: Mutex::default(),
         deleted: Mutex::default(),
+        live_values: Mutex::default(),
         namespaces: config.namespace.is_none().then(|| controller.store()),
     });
 

@@ -9,7 +9,7 @@
 //! nor deleted (its last good output stays).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -83,8 +83,13 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     }
     let managed: usize = ctx.index.outputs.iter().map(|s| s.len()).sum();
     ctx.stats.managed.store(managed as u64, Ordering::Relaxed);
+    let t0 = std::time::Instant::now();
     let rendered = ctx.index.rendered().await;
-    let desired = rendered.desired.get(ns).cloned().unwrap_or_default();
+    let t_render = t0.elapsed();
+    let no_objects = Vec::new();
+    let desired = rendered.desired.get(ns).unwrap_or(&no_objects);
+    let no_hashes = Vec::new();
+    let hashes = rendered.hashes.get(ns).unwrap_or(&no_hashes);
 
     // Objects whose home namespace was deleted (gateway objects of a gone
     // namespace's IngressPolicy) are adopted by the namespace they are in.
@@ -94,46 +99,46 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
                 .is_none()
         })
     };
-    let mut live: BTreeMap<ObjectKey, Value> = BTreeMap::new();
-    for (kind, store) in ctx.index.outputs.iter().enumerate() {
-        for obj in store.state() {
-            let home = home_of(&obj);
-            let adopted = home.as_deref().is_some_and(|h| h != ns && gone(h))
-                && obj.namespace().as_deref() == Some(ns);
-            if home.as_deref() == Some(ns) || adopted {
-                let mut value = serde_json::to_value(&*obj).unwrap_or(Value::Null);
-                // Items of a list carry no apiVersion and kind.
-                if let (Some(ar), Some(map)) =
-                    (outputs::output_resource(kind), value.as_object_mut())
-                {
-                    map.insert("apiVersion".into(), json!(ar.api_version));
-                    map.insert("kind".into(), json!(ar.kind));
-                }
-                live.insert(
-                    ObjectKey {
-                        kind,
-                        namespace: obj.namespace().unwrap_or_default(),
-                        name: obj.name_any(),
-                    },
-                    value,
-                );
+    let live = live_objects(ctx, ns, &gone);
+    let t_live = t0.elapsed();
+    let wanted: BTreeSet<ObjectKey> = desired.iter().filter_map(ObjectKey::of).collect();
+    let absent = Absent::list(ctx, wanted.iter().filter(|k| !live.contains_key(*k))).await;
+    let rendered_ref = &rendered;
+    let live_ref = &live;
+    let absent_ref = &absent;
+    // Objects whose live copy is the very one last applied or confirmed at
+    // this hash (same resourceVersion) are unchanged without a look inside.
+    let mut placed: Vec<(Option<ResourceId>, Placed)> = Vec::new();
+    let mut todo: Vec<(usize, u64)> = Vec::new();
+    {
+        let memo = ctx.applied.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, (obj, &hash)) in desired.iter().zip(hashes).enumerate() {
+            let same = ObjectKey::of(obj)
+                .and_then(|k| Some((memo.get(&k)?, live.get(&k)?)))
+                .is_some_and(|((h, rv), cur)| {
+                    *h == hash
+                        && outputs::str_at(cur, "/metadata/resourceVersion") == Some(rv.as_str())
+                });
+            if same {
+                placed.push((outputs::source_of(obj), Placed::Unchanged));
+            } else {
+                todo.push((i, hash));
             }
         }
     }
-
-    let wanted: BTreeSet<ObjectKey> = desired.iter().filter_map(ObjectKey::of).collect();
-    let rendered_ref = &rendered;
-    let live_ref = &live;
-    let placed: Vec<(Option<ResourceId>, Placed)> = futures::stream::iter(desired)
-        .map(|obj| async move {
+    let owned = todo.into_iter().map(|(i, h)| (desired[i].clone(), h));
+    let slow: Vec<(Option<ResourceId>, Placed)> = futures::stream::iter(owned)
+        .map(|(obj, hash)| async move {
             let source = outputs::source_of(&obj);
-            let placed = place(ctx, rendered_ref, live_ref, obj).await;
+            let placed = place(ctx, rendered_ref, live_ref, absent_ref, obj, hash).await;
             (source, placed)
         })
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await;
+    placed.extend(slow);
 
+    let t_place = t0.elapsed();
     let mut outcomes: BTreeMap<ResourceId, Outcome> = BTreeMap::new();
     let mut failed = 0usize;
     for (source, p) in placed {
@@ -161,7 +166,13 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     // Orphans: managed objects of this namespace that are no longer
     // rendered, unless a rejected resource keeps them.
     if let Ok(mut d) = ctx.deleted.lock() {
-        d.retain(|k, _| k.namespace != ns || live.contains_key(k));
+        d.retain(|k, _| {
+            if k.namespace == ns {
+                live.contains_key(k)
+            } else {
+                !gone(&k.namespace)
+            }
+        });
     }
     for (key, obj) in &live {
         if wanted.contains(key) || is_protected(&rendered, obj) {
@@ -185,6 +196,7 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
+    let t_orphans = t0.elapsed();
     let s = &ctx.index.sources;
     statuses(ctx, &s.microservices, ns, &rendered, &outcomes).await?;
     statuses(ctx, &s.routes, ns, &rendered, &outcomes).await?;
@@ -192,11 +204,79 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     statuses(ctx, &s.access, ns, &rendered, &outcomes).await?;
     statuses(ctx, &s.mesh, ns, &rendered, &outcomes).await?;
     statuses(ctx, &s.ingress, ns, &rendered, &outcomes).await?;
+    // Where a reconcile's time goes (milliseconds since it started, at the
+    // end of each step), for profiling at scale.
+    let at = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        live = live.len(),
+        wanted = wanted.len(),
+        rendered_ms = at(t_render),
+        live_ms = at(t_live),
+        placed_ms = at(t_place),
+        orphans_ms = at(t_orphans),
+        status_ms = at(t0.elapsed()),
+        "reconcile steps"
+    );
 
     if failed > 0 {
         return Err(Error::ApplyFailed(failed));
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The managed objects this namespace holds (by home, or adopted), as
+/// JSON; converted from the watch cache only when their resourceVersion
+/// moved since the last reconcile.
+fn live_objects(
+    ctx: &Context,
+    ns: &str,
+    gone: &dyn Fn(&str) -> bool,
+) -> BTreeMap<ObjectKey, Arc<Value>> {
+    let mut cache = ctx.live_values.lock().unwrap_or_else(|p| p.into_inner());
+    let mut live: BTreeMap<ObjectKey, Arc<Value>> = BTreeMap::new();
+    for (kind, store) in ctx.index.outputs.iter().enumerate() {
+        for obj in store.state() {
+            let home = home_of(&obj);
+            let adopted = home.as_deref().is_some_and(|h| h != ns && gone(h))
+                && obj.namespace().as_deref() == Some(ns);
+            if home.as_deref() != Some(ns) && !adopted {
+                continue;
+            }
+            let key = ObjectKey {
+                kind,
+                namespace: obj.namespace().unwrap_or_default(),
+                name: obj.name_any(),
+            };
+            let rv = obj.resource_version().unwrap_or_default();
+            let value = match cache.get(&key) {
+                Some((seen, v)) if !rv.is_empty() && *seen == rv => v.clone(),
+                _ => {
+                    let mut value = serde_json::to_value(&*obj).unwrap_or(Value::Null);
+                    // Items of a list carry no apiVersion and kind.
+                    if let (Some(ar), Some(map)) =
+                        (outputs::output_resource(kind), value.as_object_mut())
+                    {
+                        map.insert("apiVersion".into(), json!(ar.api_version));
+                        map.insert("kind".into(), json!(ar.kind));
+                    }
+                    let value = Arc::new(value);
+                    cache.insert(key.clone(), (rv, value.clone()));
+                    value
+                }
+            };
+            live.insert(key, value);
+        }
+    }
+    // Forget this namespace's objects that are gone, and every object of a
+    // namespace that is gone (it is never reconciled again).
+    cache.retain(|k, _| {
+        if k.namespace == ns {
+            live.contains_key(k)
+        } else {
+            !gone(&k.namespace)
+        }
+    });
+    live
 }
 
 /// True when a live object belongs to a rejected resource: made from it,
@@ -233,17 +313,84 @@ fn dynamic_api(ctx: &Context, key: &ObjectKey) -> Option<Api<DynamicObject>> {
     ))
 }
 
-fn digest(v: &Value) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.to_string().hash(&mut h);
-    h.finish()
+/// Rendered objects the watch cache does not hold yet: whether an object
+/// of that name exists (and whether packlight manages it) must be read
+/// before creating one. Where many are missing in one namespace and kind
+/// (a first reconcile, a bulk apply), one metadata-only list answers for
+/// all of them instead of a read each.
+#[derive(Default)]
+struct Absent {
+    /// (kind, namespace) pairs that were listed.
+    listed: BTreeSet<(usize, String)>,
+    /// What the lists found: name → managed by packlight.
+    found: HashMap<ObjectKey, bool>,
+}
+
+/// From this many missing objects of one kind and namespace on, a list
+/// replaces the reads.
+const LIST_FROM: usize = 8;
+
+impl Absent {
+    async fn list<'a>(ctx: &Context, missing: impl Iterator<Item = &'a ObjectKey>) -> Self {
+        let mut counts: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+        for k in missing {
+            *counts.entry((k.kind, k.namespace.as_str())).or_default() += 1;
+        }
+        let mut absent = Absent::default();
+        for ((kind, namespace), count) in counts {
+            if count < LIST_FROM {
+                continue;
+            }
+            let key = ObjectKey {
+                kind,
+                namespace: namespace.to_string(),
+                name: String::new(),
+            };
+            let Some(api) = dynamic_api(ctx, &key) else {
+                continue;
+            };
+            ctx.stats.reads.fetch_add(1, Ordering::Relaxed);
+            // A failed list only means reading one by one.
+            let Ok(list) = api.list_metadata(&Default::default()).await else {
+                continue;
+            };
+            for item in list.items {
+                let managed = outputs::labels_managed(item.metadata.labels.as_ref());
+                absent.found.insert(
+                    ObjectKey {
+                        kind,
+                        namespace: namespace.to_string(),
+                        name: item.name_any(),
+                    },
+                    managed,
+                );
+            }
+            absent.listed.insert((kind, namespace.to_string()));
+        }
+        absent
+    }
+
+    /// `Some(None)`: surely absent; `Some(Some(false))`: someone else's
+    /// object; `None`: read it.
+    fn known(&self, key: &ObjectKey) -> Option<Option<bool>> {
+        if !self.listed.contains(&(key.kind, key.namespace.clone())) {
+            return None;
+        }
+        match self.found.get(key) {
+            None => Some(None),
+            Some(false) => Some(Some(false)),
+            Some(true) => None,
+        }
+    }
 }
 
 async fn place(
     ctx: &Context,
     rendered: &Rendered,
-    live: &BTreeMap<ObjectKey, Value>,
-    mut obj: Value,
+    live: &BTreeMap<ObjectKey, Arc<Value>>,
+    absent: &Absent,
+    obj: Value,
+    hash: u64,
 ) -> Placed {
     let Some(key) = ObjectKey::of(&obj) else {
         return Placed::Failed(format!(
@@ -254,9 +401,12 @@ async fn place(
     let Some(api) = dynamic_api(ctx, &key) else {
         return Placed::Failed(format!("no API for {key}"));
     };
-    add_owner(&mut obj, rendered);
-    let current = match live.get(&key) {
+    let current: Option<Arc<Value>> = match live.get(&key) {
         Some(v) => Some(v.clone()),
+        None if absent.known(&key) == Some(None) => None,
+        None if absent.known(&key) == Some(Some(false)) => {
+            return Placed::Conflict(key.to_string());
+        }
         None => {
             // Not among the managed objects we watch: make sure nobody
             // else's object has this name before creating it.
@@ -267,26 +417,27 @@ async fn place(
                     if !outputs::is_managed(&v) {
                         return Placed::Conflict(key.to_string());
                     }
-                    Some(v)
+                    Some(Arc::new(v))
                 }
                 Ok(None) => None,
                 Err(e) => return Placed::Failed(format!("reading {key}: {e}")),
             }
         }
     };
-    let hash = digest(&obj);
     if let Some(cur) = &current {
         if is_protected(rendered, cur) {
             return Placed::Kept;
         }
         let rv = outputs::str_at(cur, "/metadata/resourceVersion").unwrap_or_default();
-        let remembered = ctx
-            .applied
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned())
-            .is_some_and(|(h, r)| h == hash && r == rv);
-        if remembered || outputs::is_subset(&obj, cur) {
+        let mut memo = ctx.applied.lock().unwrap_or_else(|p| p.into_inner());
+        // The same content applied at this very resourceVersion: what
+        // differs is server-side normalisation, not a change.
+        if memo.get(&key).is_some_and(|(h, r)| *h == hash && r == rv) {
+            return Placed::Unchanged;
+        }
+        if outputs::is_subset(&obj, cur) {
+            // Confirmed: the next reconcile needs no look inside.
+            memo.insert(key, (hash, rv.to_string()));
             return Placed::Unchanged;
         }
     }
@@ -336,29 +487,6 @@ async fn delete(ctx: &Context, key: &ObjectKey, rv: &str) -> Result<(), kube::Er
         }
     }
     result
-}
-
-/// Owner reference to the source resource when it is in the same
-/// namespace: deleting the resource deletes its objects (garbage
-/// collector). Objects elsewhere are cleaned up by label.
-fn add_owner(obj: &mut Value, rendered: &Rendered) {
-    let Some(source) = outputs::source_of(obj) else {
-        return;
-    };
-    if outputs::str_at(obj, "/metadata/namespace") != Some(source.namespace.as_str()) {
-        return;
-    }
-    let Some(meta) = rendered.sources.get(&source) else {
-        return;
-    };
-    obj["metadata"]["ownerReferences"] = json!([{
-        "apiVersion": meta.api_version,
-        "kind": source.kind,
-        "name": source.name,
-        "uid": meta.uid,
-        "controller": true,
-        "blockOwnerDeletion": true,
-    }]);
 }
 
 async fn statuses<K: SourceKind>(

@@ -460,6 +460,75 @@ spec:
     h.finish().await
 }
 
+/// Many missing objects of one kind are checked with one list instead of a
+/// read each: foreign objects found that way are never overwritten either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_objects_found_by_a_bulk_list_are_reported_not_overwritten() -> anyhow::Result<()> {
+    let h = Harness::start("op-bulk-conflict").await?;
+    const N: usize = 12;
+    for i in 0..N {
+        let foreign = json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": format!("svc-{i}"), "namespace": h.name()},
+            "spec": {"hosts": ["someone-else"], "http": [{"route": [{"destination": {"host": "someone-else"}}]}]},
+        });
+        h.output("VirtualService")
+            .patch(
+                &format!("svc-{i}"),
+                &PatchParams::apply("someone"),
+                &Patch::Apply(&foreign),
+            )
+            .await?;
+    }
+    let mut all = String::new();
+    for i in 0..N {
+        all.push_str(&format!(
+            r#"
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {{name: svc-{i}}}
+spec:
+  port: 8000
+  versions:
+  - {{version: "1.0", image: "example/app:1.0"}}
+  - {{version: "1.1", image: "example/app:1.1"}}
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Route
+metadata: {{name: svc-{i}}}
+spec:
+  service: svc-{i}
+  rules:
+  - {{version: "1.0", weight: 80}}
+  - {{version: "1.1", weight: 20}}
+"#
+        ));
+    }
+    h.apply(&all).await?;
+    for i in 0..N {
+        let name = format!("svc-{i}");
+        let r = h
+            .wait_condition("Route", &name, "Accepted", "False", "Conflict")
+            .await?;
+        let msg = condition(&r, "Accepted").unwrap()["message"].to_string();
+        assert!(msg.contains("not managed by packlight"), "{name}: {msg}");
+        let vs = h.get_output("VirtualService", &name).await?.context("VS")?;
+        assert_eq!(
+            vs["spec"]["hosts"],
+            json!(["someone-else"]),
+            "{name} overwritten"
+        );
+        // Its DestinationRule, in nobody's way, is applied.
+        assert!(
+            h.get_output("DestinationRule", &name).await?.is_some(),
+            "{name}"
+        );
+    }
+    h.finish().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_are_reported_and_foreign_objects_never_overwritten() -> anyhow::Result<()> {
     let h = Harness::start("op-conflict").await?;
