@@ -34,38 +34,13 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-fn resources(i: usize, w10: u32) -> String {
-    format!(
-        r#"
-apiVersion: packlight.dev/v1alpha1
-kind: Microservice
-metadata: {{name: svc-{i}}}
-spec:
-  port: 8000
-  versions:
-  - {{version: "1.0", image: "example/app:1.0"}}
-  - {{version: "1.1", image: "example/app:1.1"}}
----
-apiVersion: packlight.dev/v1alpha1
-kind: Route
-metadata: {{name: svc-{i}}}
-spec:
-  service: svc-{i}
-  rules:
-  - {{version: "1.0", weight: {w10}}}
-  - {{version: "1.1", weight: {}}}
-"#,
-        100 - w10
-    )
-}
-
 async fn bench(n: usize) -> anyhow::Result<()> {
     let h = Harness::start("op-bench").await?;
     let rss_idle = peak_rss_kb();
     let start = Instant::now();
     let h_ref = &h;
     let applied: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
-        .map(|i| async move { h_ref.apply(&resources(i, 80)).await })
+        .map(|i| async move { h_ref.apply(&support::service_with_route(i, 80)).await })
         .buffer_unordered(16)
         .collect()
         .await;
@@ -123,7 +98,7 @@ async fn bench(n: usize) -> anyhow::Result<()> {
         let i = (n / 2 + k) % n;
         let target = format!("svc-{i}");
         let t = Instant::now();
-        h.apply(&resources(i, 30)).await?;
+        h.apply(&support::service_with_route(i, 30)).await?;
         loop {
             let vs = h
                 .get_output("VirtualService", &target)

@@ -481,31 +481,9 @@ async fn foreign_objects_found_by_a_bulk_list_are_reported_not_overwritten() -> 
             )
             .await?;
     }
-    let mut all = String::new();
-    for i in 0..N {
-        all.push_str(&format!(
-            r#"
----
-apiVersion: packlight.dev/v1alpha1
-kind: Microservice
-metadata: {{name: svc-{i}}}
-spec:
-  port: 8000
-  versions:
-  - {{version: "1.0", image: "example/app:1.0"}}
-  - {{version: "1.1", image: "example/app:1.1"}}
----
-apiVersion: packlight.dev/v1alpha1
-kind: Route
-metadata: {{name: svc-{i}}}
-spec:
-  service: svc-{i}
-  rules:
-  - {{version: "1.0", weight: 80}}
-  - {{version: "1.1", weight: 20}}
-"#
-        ));
-    }
+    let all: String = (0..N)
+        .map(|i| format!("---\n{}", support::service_with_route(i, 80)))
+        .collect();
     h.apply(&all).await?;
     for i in 0..N {
         let name = format!("svc-{i}");

@@ -607,3 +607,30 @@ pub fn chart_objects(namespace: &str, extra: &[&str]) -> anyhow::Result<Vec<Valu
     args.extend_from_slice(extra);
     Ok(documents(&run_helm(&args)))
 }
+
+/// Microservice `svc-I` (versions 1.0 and 1.1) and its Route sending
+/// `w10`% to 1.0, the rest to 1.1 (the bench's and bulk tests' unit).
+pub fn service_with_route(i: usize, w10: u32) -> String {
+    format!(
+        r#"
+apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {{name: svc-{i}}}
+spec:
+  port: 8000
+  versions:
+  - {{version: "1.0", image: "example/app:1.0"}}
+  - {{version: "1.1", image: "example/app:1.1"}}
+---
+apiVersion: packlight.dev/v1alpha1
+kind: Route
+metadata: {{name: svc-{i}}}
+spec:
+  service: svc-{i}
+  rules:
+  - {{version: "1.0", weight: {w10}}}
+  - {{version: "1.1", weight: {}}}
+"#,
+        100 - w10
+    )
+}
