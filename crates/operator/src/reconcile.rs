@@ -429,16 +429,34 @@ async fn place(
             return Placed::Kept;
         }
         let rv = outputs::str_at(cur, "/metadata/resourceVersion").unwrap_or_default();
-        let mut memo = ctx.applied.lock().unwrap_or_else(|p| p.into_inner());
-        // The same content applied at this very resourceVersion: what
-        // differs is server-side normalisation, not a change.
-        if memo.get(&key).is_some_and(|(h, r)| *h == hash && r == rv) {
-            return Placed::Unchanged;
-        }
-        if outputs::is_subset(&obj, cur) {
-            // Confirmed: the next reconcile needs no look inside.
-            memo.insert(key, (hash, rv.to_string()));
-            return Placed::Unchanged;
+        let last = {
+            let mut memo = ctx.applied.lock().unwrap_or_else(|p| p.into_inner());
+            // The same content applied at this very resourceVersion: what
+            // differs is server-side normalisation, not a change.
+            if memo.get(&key).is_some_and(|(h, r)| *h == hash && r == rv) {
+                return Placed::Unchanged;
+            }
+            if outputs::is_subset(&obj, cur) {
+                // Confirmed: the next reconcile needs no look inside.
+                memo.insert(key, (hash, rv.to_string()));
+                return Placed::Unchanged;
+            }
+            memo.get(&key)
+                .filter(|(h, _)| *h == hash)
+                .map(|(_, r)| r.clone())
+        };
+        // This very content was applied, but the cache shows another
+        // version: either someone changed it since (drift: apply again) or
+        // the watch is behind (after an API server restart a watch can lag
+        // for a while). A read tells which, so a lagging cache never
+        // causes a write.
+        if let Some(applied_rv) = last {
+            ctx.stats.reads.fetch_add(1, Ordering::Relaxed);
+            if let Ok(Some(found)) = api.get_opt(&key.name).await
+                && found.resource_version().as_deref() == Some(applied_rv.as_str())
+            {
+                return Placed::Unchanged;
+            }
         }
     }
     let why = match &current {

@@ -329,6 +329,14 @@ async fn converged(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_recovers_when_the_api_server_restarts() -> anyhow::Result<()> {
+    // The operator's log (each apply names its object and the first field
+    // that differed) is shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "packlight_operator=info,kube_runtime=warn",
+        ))
+        .with_test_writer()
+        .try_init();
     let mut bench = Bench::new()?;
     bench.start()?;
     let admin = bench.admin().await?;
