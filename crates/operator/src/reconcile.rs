@@ -166,13 +166,7 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     // Orphans: managed objects of this namespace that are no longer
     // rendered, unless a rejected resource keeps them.
     if let Ok(mut d) = ctx.deleted.lock() {
-        d.retain(|k, _| {
-            if k.namespace == ns {
-                live.contains_key(k)
-            } else {
-                !gone(&k.namespace)
-            }
-        });
+        d.retain(|k, _| still_relevant(k, ns, &live, &gone));
     }
     for (key, obj) in &live {
         if wanted.contains(key) || is_protected(&rendered, obj) {
@@ -269,14 +263,25 @@ fn live_objects(
     }
     // Forget this namespace's objects that are gone, and every object of a
     // namespace that is gone (it is never reconciled again).
-    cache.retain(|k, _| {
-        if k.namespace == ns {
-            live.contains_key(k)
-        } else {
-            !gone(&k.namespace)
-        }
-    });
+    cache.retain(|k, _| still_relevant(k, ns, &live, gone));
     live
+}
+
+/// Whether a per-object memory entry is worth keeping after reconciling
+/// `ns`: this namespace's objects while they are live, other namespaces'
+/// objects while their namespace exists (a gone one is never reconciled
+/// again).
+fn still_relevant<V>(
+    key: &ObjectKey,
+    ns: &str,
+    live: &BTreeMap<ObjectKey, V>,
+    gone: &dyn Fn(&str) -> bool,
+) -> bool {
+    if key.namespace == ns {
+        live.contains_key(key)
+    } else {
+        !gone(&key.namespace)
+    }
 }
 
 /// True when a live object belongs to a rejected resource: made from it,
@@ -403,26 +408,26 @@ async fn place(
     };
     let current: Option<Arc<Value>> = match live.get(&key) {
         Some(v) => Some(v.clone()),
-        None if absent.known(&key) == Some(None) => None,
-        None if absent.known(&key) == Some(Some(false)) => {
-            return Placed::Conflict(key.to_string());
-        }
-        None => {
-            // Not among the managed objects we watch: make sure nobody
-            // else's object has this name before creating it.
-            ctx.stats.reads.fetch_add(1, Ordering::Relaxed);
-            match api.get_opt(&key.name).await {
-                Ok(Some(found)) => {
-                    let v = serde_json::to_value(&found).unwrap_or(Value::Null);
-                    if !outputs::is_managed(&v) {
-                        return Placed::Conflict(key.to_string());
+        None => match absent.known(&key) {
+            Some(None) => None,
+            Some(Some(false)) => return Placed::Conflict(key.to_string()),
+            _ => {
+                // Not among the managed objects we watch: make sure nobody
+                // else's object has this name before creating it.
+                ctx.stats.reads.fetch_add(1, Ordering::Relaxed);
+                match api.get_opt(&key.name).await {
+                    Ok(Some(found)) => {
+                        let v = serde_json::to_value(&found).unwrap_or(Value::Null);
+                        if !outputs::is_managed(&v) {
+                            return Placed::Conflict(key.to_string());
+                        }
+                        Some(Arc::new(v))
                     }
-                    Some(Arc::new(v))
+                    Ok(None) => None,
+                    Err(e) => return Placed::Failed(format!("reading {key}: {e}")),
                 }
-                Ok(None) => None,
-                Err(e) => return Placed::Failed(format!("reading {key}: {e}")),
             }
-        }
+        },
     };
     if let Some(cur) = &current {
         if is_protected(rendered, cur) {
