@@ -68,7 +68,10 @@ fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) ->
     // Istio refuses dots in Gateway names (`NS/NAME` references).
     let gw_name = format!("{}-{}", id.namespace, id.name.replace('.', "-"));
     let labels = Labels::managed().source(id);
-    let (routes, exempt) = ingress_routes(mesh, ing);
+    let (mut routes, exempt) = ingress_routes(mesh, ing);
+    if let Some(login) = &ing.login {
+        routes.insert(0, login_route(&login.login_url, opts));
+    }
     let gw_labels = labels.clone().with(SOURCE_NAMESPACE, &id.namespace);
     let mut out = vec![
         object(
@@ -129,6 +132,22 @@ fn ingress(mesh: &Mesh, id: &ResourceId, ing: &Ingress, opts: &RenderOptions) ->
         ));
     }
     out
+}
+
+/// The login page (`loginUrl` and below, segment-aware) goes to the login
+/// service, first, as the standalone gateway does: browsers sent there by
+/// the CUSTOM check reach it, and the check itself skips it (`notPaths`).
+/// A client's own `x-packlight-user` never reaches the login service.
+fn login_route(login_url: &str, opts: &RenderOptions) -> Value {
+    json!({
+        "name": "login",
+        "match": [{"uri": {"regex": prefix_regex(login_url)}}],
+        "route": [{"destination": {
+            "host": opts.login_service,
+            "port": {"number": opts.login_port},
+        }}],
+        "headers": {"request": {"remove": [crate::meta::USER_HEADER]}},
+    })
 }
 
 /// A segment-aware prefix as AuthorizationPolicy paths: `/x`, `/x/*`.

@@ -21,7 +21,7 @@ pub fn mesh_config(opts: &RenderOptions) -> Value {
                 "service": opts.login_service,
                 "port": opts.login_port,
                 "includeRequestHeadersInCheck": ["cookie", "authorization", "accept", "x-forwarded-proto"],
-                "headersToUpstreamOnAllow": ["x-packlight-user"],
+                "headersToUpstreamOnAllow": [crate::meta::USER_HEADER],
                 "headersToDownstreamOnAllow": ["set-cookie"],
                 "headersToDownstreamOnDeny": ["location", "set-cookie", "content-type", "www-authenticate"],
             },

@@ -19,6 +19,9 @@ pub const SOURCE_NAME: &str = "packlight.dev/source-name";
 /// The namespace of that resource, on objects outside it.
 pub const SOURCE_NAMESPACE: &str = "packlight.dev/source-namespace";
 
+/// The header the login service sets on allowed requests (the user's
+/// name), forwarded upstream by the CUSTOM provider.
+pub const USER_HEADER: &str = "x-packlight-user";
 /// Istio's networking API version.
 pub const NETWORKING: &str = "networking.istio.io/v1";
 /// Istio's security API version.
