@@ -91,7 +91,9 @@ pub fn vhost_filters(ing: &Ingress, exempt: &[String], opts: &RenderOptions) -> 
             .iter()
             .flat_map(|c| c.allow_origins.iter())
             .filter(|o| *o != "*")
-            .map(|o| json!({"exact": o}))
+            // Envoy's CSRF filter compares the Origin's host[:port], scheme
+            // dropped: `https://a.example` is given as `a.example`.
+            .map(|o| json!({"exact": o.split_once("://").map_or(o.as_str(), |(_, h)| h)}))
             .collect();
         let mut csrf = json!({"@type": CSRF_TYPE, "filter_enabled": percent(100)});
         if !origins.is_empty() {
