@@ -124,8 +124,10 @@ async fn run_file(path: &Path) -> Vec<CaseReport> {
     let vars: BTreeMap<&str, String> = BTreeMap::from([
         ("EGRESS_PORT", egress.port().to_string()),
         ("EGRESS", egress.to_string()),
+        ("EGRESS_HOST", egress.ip().to_string()),
         ("INGRESS_PORT", ingress_port.to_string()),
         ("INGRESS", format!("127.0.0.1:{ingress_port}")),
+        ("INGRESS_HOST", format!("localhost:{ingress_port}")),
     ]);
     let file = match table::substitute(&raw, &vars).and_then(|t| CaseFile::parse(&t)) {
         Ok(f) => f,
@@ -562,8 +564,10 @@ mod unit {
         let vars = BTreeMap::from([
             ("EGRESS_PORT", "1".to_owned()),
             ("EGRESS", "127.0.0.2:1".to_owned()),
+            ("EGRESS_HOST", "127.0.0.2".to_owned()),
             ("INGRESS_PORT", "2".to_owned()),
             ("INGRESS", "127.0.0.1:2".to_owned()),
+            ("INGRESS_HOST", "localhost:2".to_owned()),
         ]);
         let files = table::case_files(&super::root().join("tests/behaviour"));
         assert!(!files.is_empty());

@@ -7,27 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
+use packlight_testenv::TestNamespace;
 use packlight_testenv::mesh::{Mesh, Pod, Reply};
-use packlight_testenv::{TestEnv, TestNamespace};
 
-const PACKLIGHT: &str = env!("CARGO_BIN_EXE_packlight");
+mod istio_bench;
 
-/// `packlight operator` for one namespace, killed on drop.
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use istio_bench::{Operator, PACKLIGHT, install_crds};
 
 struct Bench {
     // Dropped in this order: the operator, the mesh, then the namespace.
@@ -42,16 +32,9 @@ impl Bench {
         install_crds(&env).await;
         let ns = env.namespace(hint).await.expect("namespace");
         let mesh = Mesh::start(&env).await.expect("istiod");
-        let operator = Command::new(PACKLIGHT)
-            .args(["operator", "--namespace", ns.name(), "--no-leader-election"])
-            .args(["--http-address", "127.0.0.1:0", "--log-format", "text"])
-            .env("KUBECONFIG", env.kubeconfig())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("packlight operator");
+        let operator = Operator::start(env.kubeconfig(), Some(ns.name()));
         Bench {
-            _operator: Operator(operator),
+            _operator: operator,
             mesh,
             ns,
         }
@@ -100,32 +83,6 @@ impl Bench {
             .into_iter()
             .find(|p| p.namespace == self.ns.name() && p.app.as_deref() == Some(app))
             .unwrap_or_else(|| panic!("no pod of {app}"))
-    }
-}
-
-async fn install_crds(env: &TestEnv) {
-    let api: Api<CustomResourceDefinition> = Api::all(env.client().expect("client"));
-    let pp = PatchParams::apply("packlight-test").force();
-    for crd in packlight_api::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &pp, &Patch::Apply(&crd))
-            .await
-            .expect("CRD");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = api.get(&name).await.expect("CRD");
-            let established = got
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(Instant::now() < deadline, "CRD {name} not Established");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 }
 
@@ -345,9 +302,13 @@ spec:
   allow:
   - from: [sleep]
     methods: [GET]
+  - from: [curl]
+    methods: [GET]
+    paths: ["/status/*"]
 "#;
 
-/// MeshPolicy deny + mTLS STRICT, AccessPolicy allowing `sleep` to GET.
+/// MeshPolicy deny + mTLS STRICT, AccessPolicy allowing `sleep` to GET
+/// and `curl` to GET `/status/*` only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_policy_allows_one_caller_and_strict_mtls_refuses_plain_text() {
     let bench = Bench::start("istio-access").await;
@@ -384,6 +345,26 @@ async fn access_policy_allows_one_caller_and_strict_mtls_refuses_plain_text() {
     let post = sleep.request("POST", url, &[], &[]).await.expect("curl");
     assert_eq!(post.status, 403, "sleep may only GET: {post:?}");
     assert_eq!(post.body, "RBAC: access denied");
+
+    // curl's path rule: /status/* passes, and dot segments sent as they
+    // are (`--path-as-is`) are normalised before the rule, so
+    // `/status/../get` is `/get`, denied.
+    let status = curl
+        .request("GET", "http://httpbin:8000/status/200", &[], &[])
+        .await
+        .expect("curl");
+    assert_eq!(status.status, 200, "curl may GET /status/*: {status:?}");
+    let dodge = curl
+        .request(
+            "GET",
+            "http://httpbin:8000/status/../get",
+            &[],
+            &["--path-as-is"],
+        )
+        .await
+        .expect("curl");
+    assert_eq!(dodge.status, 403, "a path dodge passed the rule: {dodge:?}");
+    assert_eq!(dodge.body, "RBAC: access denied");
 
     // A caller without a sidecar, straight to the pod: STRICT mTLS resets it.
     let direct = format!("http://{}:8000/get", httpbin.ip);

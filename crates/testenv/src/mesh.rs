@@ -213,6 +213,15 @@ impl Mesh {
     /// network namespace, sidecar (with traffic capture) and workload;
     /// returns once its Envoy reports ready.
     pub async fn pod(&self, spec: &PodSpec) -> anyhow::Result<Pod> {
+        let pod = self.start_pod(spec).await?;
+        if spec.proxy.is_some() {
+            pod.wait_proxy_ready().await?;
+        }
+        Ok(pod)
+    }
+
+    /// [`Mesh::pod`] without waiting for its Envoy.
+    async fn start_pod(&self, spec: &PodSpec) -> anyhow::Result<Pod> {
         let ip = self.next_ip()?;
         let short = format!("p{}", ip.octets()[3]);
         let pods: Api<KubePod> = Api::namespaced(self.client.clone(), &spec.namespace);
@@ -297,9 +306,6 @@ impl Mesh {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_script(&args).await?;
         }
-        if spec.proxy.is_some() {
-            pod.wait_proxy_ready().await?;
-        }
         self.write_hosts().await?;
         Ok(pod)
     }
@@ -340,7 +346,7 @@ impl Mesh {
             ));
             for i in 0..spec.replicas.unwrap_or(1) {
                 let pod = self
-                    .pod(&PodSpec {
+                    .start_pod(&PodSpec {
                         name: format!("{name}-{i}"),
                         namespace: namespace.to_owned(),
                         labels: labels.clone(),
@@ -357,6 +363,15 @@ impl Mesh {
                     .await?;
                 started.push(pod);
             }
+        }
+        // The Envoys start together; waiting for each in turn cost a
+        // sidecar's start-up per pod.
+        let mut ready = tokio::task::JoinSet::new();
+        for pod in started.clone() {
+            ready.spawn(async move { pod.wait_proxy_ready().await });
+        }
+        while let Some(r) = ready.join_next().await {
+            r.context("waiting for a sidecar")??;
         }
         self.sync().await?;
         Ok(started)

@@ -94,8 +94,14 @@ pub async fn send_via_call(
     };
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("/call answered {status} {text:?}: {e}"))?;
+    call_outcome(status, &text)
+}
+
+/// The outcome a demo-app's `/call` answer (`status`, JSON `text`)
+/// reports: the called service's answer, or the call's failure.
+pub fn call_outcome(status: u16, text: &str) -> Result<Outcome, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("/call answered {status} {text:?}: {e}"))?;
     if status == 502
         && let Some(err) = v.get("error").and_then(|e| e.as_str())
     {
