@@ -695,3 +695,51 @@ fn the_login_service_runs_alone_for_the_kubernetes_engine() {
     let status = service.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Benchmark, not a check (run with `--ignored --nocapture`): the
+/// standalone twin of `istio_traffic.rs::bench_weight_change_to_traffic`,
+/// with the same criterion: time from `POST /apply` of the Route with its
+/// weights flipped (80/20 <-> 20/80) until a window of 40 requests from
+/// `client` (one keep-alive client through its sidecar) has at least 24 on
+/// the newly heavy version, over 20 changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p packlight --test standalone -- --ignored --nocapture bench_weight_change"]
+async fn bench_weight_change_to_traffic() {
+    let dir = mesh_dir(&route(80, 20));
+    let up = Up::start(dir.path(), &[]);
+    let client = up.client_of("client").await;
+    let (_, failed) = send(&client, 40).await;
+    assert_eq!(failed, 0);
+    let mut times = Vec::new();
+    for round in 0..20u32 {
+        let (heavy, w0, w1) = if round % 2 == 0 {
+            ("1.1", 20, 80)
+        } else {
+            ("1.0", 80, 20)
+        };
+        let t0 = Instant::now();
+        let (status, body) = up.apply(&route(w0, w1)).await;
+        assert_eq!(status, 200, "{body}");
+        loop {
+            let (seen, failed) = send(&client, 40).await;
+            assert_eq!(failed, 0, "round {round}: requests failed");
+            if seen.get(heavy).copied().unwrap_or(0) >= 24 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "round {round} never converged"
+            );
+        }
+        times.push(t0.elapsed());
+        eprintln!("round {round}: {:?}", t0.elapsed());
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    eprintln!(
+        "weight change -> new split in traffic (standalone), 20 changes: p50 {:?}, p99 {:?}, min {:?}",
+        p(0.5),
+        p(0.99),
+        times[0]
+    );
+}
