@@ -90,24 +90,134 @@ pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
 }
 
 /// Renders the whole mesh one object at a time, in [`render`]'s order,
-/// handing each to `f` and dropping it afterwards: at most one kind's
+/// handing each to `f` and dropping it afterwards: at most two kinds'
 /// objects exist at once, and nothing is built as a JSON value tree except
 /// the few ingress and namespace objects.
-pub fn render_each(mesh: &Mesh, opts: &RenderOptions, mut f: impl FnMut(&Object<'_>)) {
-    let mut ingress = ingress::objects(mesh, opts);
-    for kind in Kind::ALL {
-        let mut objects: Vec<Object<'_>> = Vec::new();
+///
+/// A large mesh is rendered a kind ahead on a second thread while `f`
+/// takes the previous kind (at 10,000 services building the objects and
+/// writing them as YAML cost about the same, docs/benchmarks.md); the
+/// objects and their order are the same either way.
+pub fn render_each(mesh: &Mesh, opts: &RenderOptions, f: impl FnMut(&Object<'_>)) {
+    let pipelined = mesh.services.len() >= PIPELINE_MIN_SERVICES;
+    render_kinds(mesh, opts, pipelined, f);
+}
+
+/// Meshes smaller than this are rendered on the calling thread alone.
+const PIPELINE_MIN_SERVICES: usize = 1000;
+
+/// [`render_each`], with the second thread or without.
+fn render_kinds(
+    mesh: &Mesh,
+    opts: &RenderOptions,
+    pipelined: bool,
+    mut f: impl FnMut(&Object<'_>),
+) {
+    let mut kinds = Kinds::new(mesh, opts);
+    if !pipelined {
+        while let Some(objects) = kinds.next_kind() {
+            objects.iter().for_each(&mut f);
+        }
+        return;
+    }
+    std::thread::scope(|s| {
+        // Rendezvous: the renderer hands over one kind and starts the
+        // next while this thread writes the one it was given.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Object<'_>>>(0);
+        let renderer = std::thread::Builder::new().spawn_scoped(s, move || {
+            while let Some(objects) = kinds.next_kind() {
+                if tx.send(objects).is_err() {
+                    return;
+                }
+            }
+        });
+        match renderer {
+            Ok(_) => {
+                for objects in rx {
+                    objects.iter().for_each(&mut f);
+                }
+            }
+            // No thread to be had: the renderer (moved into the closure
+            // that failed to start) is rebuilt here and run in turn.
+            Err(_) => {
+                let mut kinds = Kinds::new(mesh, opts);
+                while let Some(objects) = kinds.next_kind() {
+                    objects.iter().for_each(&mut f);
+                }
+            }
+        }
+    });
+}
+
+/// The objects of each kind in turn, sorted.
+struct Kinds<'a> {
+    mesh: &'a Mesh,
+    opts: &'a RenderOptions,
+    ingress: Vec<Object<'a>>,
+    next: usize,
+}
+
+impl<'a> Kinds<'a> {
+    fn new(mesh: &'a Mesh, opts: &'a RenderOptions) -> Self {
+        Kinds {
+            mesh,
+            opts,
+            ingress: ingress::objects(mesh, opts),
+            next: 0,
+        }
+    }
+
+    fn next_kind(&mut self) -> Option<Vec<Object<'a>>> {
+        let kind = *Kind::ALL.get(self.next)?;
+        self.next += 1;
+        let (mesh, opts) = (self.mesh, self.opts);
+        let mut objects: Vec<Object<'a>> = Vec::new();
         workload::emit(mesh, kind, &mut objects);
         route::emit(mesh, kind, &mut objects);
         egress::emit(mesh, kind, &mut objects);
         security::emit(mesh, opts, kind, &mut objects);
-        let (mine, rest): (Vec<_>, Vec<_>) = ingress.into_iter().partition(|o| o.kind() == kind);
-        ingress = rest;
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ingress)
+            .into_iter()
+            .partition(|o| o.kind() == kind);
+        self.ingress = rest;
         objects.extend(mine);
         // Stable: objects with equal names keep the families' order.
         objects.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
-        for o in &objects {
-            f(o);
+        Some(objects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every object, in order, as JSON text.
+    fn rendered(mesh: &Mesh, pipelined: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        render_kinds(mesh, &RenderOptions::default(), pipelined, |o| {
+            out.push(serde_json::to_string(o).expect("plain data"));
+        });
+        out
+    }
+
+    #[test]
+    fn the_second_thread_renders_the_same_objects_in_the_same_order() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut inputs = 0;
+        for dir in ["examples", "tests/golden/inputs"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("inputs") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_none_or(|x| x != "yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("input");
+                let (model, _) = packlight_model::load(&[(None, &text)], "default");
+                let alone = rendered(&model.mesh, false);
+                assert!(!alone.is_empty() || model.has_errors(), "{path:?}");
+                assert_eq!(rendered(&model.mesh, true), alone, "{path:?}");
+                inputs += 1;
+            }
         }
+        assert!(inputs > 10, "{inputs}");
     }
 }
