@@ -4,6 +4,7 @@
 //! runtimes keep its last good output.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use crate::diagnostic::{Diagnostic, Reason, ResourceId};
 use crate::ir::*;
@@ -63,20 +64,27 @@ pub fn build(inputs: &[Input]) -> Model {
 pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
     let mut b = Builder::default();
     for (i, input) in inputs.iter().enumerate() {
-        let id = input.resource.id();
-        // `index` holds every resource seen so far.
-        if b.index.contains_key(&id) {
-            b.reject(
-                &id,
-                Reason::Invalid,
-                Diagnostic::error(format!("{id} is defined twice"))
-                    .on(&id)
-                    .at("metadata.name")
-                    .hint("remove one of them or rename it"),
-                i,
-            );
-            continue;
-        }
+        // `index` holds every resource seen so far (one search each).
+        let id = match b.index.entry(input.resource.id()) {
+            Entry::Occupied(seen) => {
+                let id = seen.key().clone();
+                b.reject(
+                    &id,
+                    Reason::Invalid,
+                    Diagnostic::error(format!("{id} is defined twice"))
+                        .on(&id)
+                        .at("metadata.name")
+                        .hint("remove one of them or rename it"),
+                    i,
+                );
+                continue;
+            }
+            Entry::Vacant(new) => {
+                let id = new.key().clone();
+                new.insert(i);
+                id
+            }
+        };
         b.single(&id, &input.resource, i);
     }
     b.cross();
@@ -196,8 +204,8 @@ impl Builder {
         matches!(self.verdicts.get(id), Some(Verdict::Accepted))
     }
 
+    /// Checks one resource alone; `index` already holds it.
     fn single(&mut self, id: &ResourceId, r: &Resource, idx: usize) {
-        self.index.insert(id.clone(), idx);
         let mut c = Check::new(id);
         let key = |name: &str| ServiceKey::new(id.namespace.clone(), name.to_string());
         match r {

@@ -48,6 +48,12 @@ pub(crate) fn read(text_str: &str, text: usize, namespace: &str, out: &mut Vec<I
     ok
 }
 
+/// At most how many documents a text holds (each starts the text or
+/// follows a line break and `---`): room to reserve for its resources.
+pub(crate) fn documents_at_most(text: &str) -> usize {
+    text.matches("\n---").count() + 1
+}
+
 /// What one piece of a text held.
 struct Counts {
     docs: usize,
@@ -66,7 +72,7 @@ fn read_halves(
     let joined = std::thread::scope(|s| {
         let other = std::thread::Builder::new()
             .spawn_scoped(s, || {
-                let mut more = Vec::new();
+                let mut more = Vec::with_capacity(documents_at_most(second));
                 read_piece(second, text, namespace, &mut more).map(|c| (more, c))
             })
             .ok()?;
@@ -96,7 +102,6 @@ fn read_piece(
     namespace: &str,
     out: &mut Vec<Input>,
 ) -> Result<Counts, Error> {
-    out.reserve(piece.matches("\n---").count() + 1);
     let mut ev = Events {
         parser: Parser::new_from_str(piece),
         nodes: 0,

@@ -43,7 +43,14 @@ pub use version::Version;
 /// through `serde_json` values, and only a text that some diagnostic is
 /// about is parsed again, with positions, to place it.
 pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Input>) {
-    let mut inputs = Vec::new();
+    // One allocation for every resource: growing the vector moved them
+    // all again at each doubling (40,000 of ~700 bytes at 10,000 services).
+    let mut inputs = Vec::with_capacity(
+        texts
+            .iter()
+            .map(|(_, t)| direct::documents_at_most(t))
+            .sum(),
+    );
     let mut early: Vec<(Option<resource::Origin>, Diagnostic)> = Vec::new();
     for (i, (file, text)) in texts.iter().enumerate() {
         if direct::read(text, i, namespace, &mut inputs) {
