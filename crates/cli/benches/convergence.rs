@@ -8,13 +8,18 @@
 //! data directory, API and ingress port, waits for `packlight: ready`, and
 //! then ROUNDS times changes the weights of Route `svc-0` through
 //! `POST /apply` (alternating like the anchor's `poll.py`). Each round is
-//! timed from just before the API write (the polls below start at the
-//! same moment, concurrently with the write, every `POLL`) to:
-//! * **envoy**: every affected sidecar's admin `/stats`
-//!   `rds.outbound.update_success` counter increased (from outside, as the
-//!   anchor measures istiod + Envoy);
+//! timed from just before the API write to:
+//! * **envoy**: the last affected sidecar's accepted route update, read
+//!   from its own admin `/stats` (from outside, as the anchor measures
+//!   istiod + Envoy): `rds.outbound.update_success` increased, and the
+//!   subscription's `update_time` gauge (wall clock, ms) says when. The
+//!   Envoys are read once the change is Programmed (and again, every
+//!   `POLL`, only for those not updated yet), never while they converge:
+//!   polling 20 Envoys' admin every few ms competes with their xDS
+//!   handling on the same main thread and slowed what it measured;
 //! * **api**: Route `svc-0` shows `Programmed=True` with the new
-//!   `observedGeneration` (the engine's own view: every Envoy ACKed).
+//!   `observedGeneration` (the engine's own view: every Envoy ACKed),
+//!   polled every `POLL`.
 //!
 //! Live workloads: `SLEEPS` (default 20) services `sleep-K` running
 //! `packlight demo-app`, each with its sidecar Envoy (`--concurrency 1`).
@@ -256,34 +261,51 @@ async fn json(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&body)?)
 }
 
-/// Sum of `rds.outbound.update_success` of one Envoy.
-async fn rds_updates(http: &reqwest::Client, admin: &str) -> anyhow::Result<u64> {
-    let url = format!("http://{admin}/stats?filter=rds%5C.outbound%5C.update_success&format=json");
+/// One Envoy's outbound route subscriptions: the sum of
+/// `update_success` and the latest `update_time` (ms since the epoch).
+async fn rds_state(http: &reqwest::Client, admin: &str) -> anyhow::Result<(u64, u64)> {
+    let url = format!(
+        "http://{admin}/stats?filter=rds%5C.outbound%5C.update_%28success%7Ctime%29&format=json"
+    );
     let v = json(http.get(url)).await?;
-    Ok(v["stats"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s["value"].as_u64()).sum())
-        .unwrap_or(0))
+    let (mut count, mut time) = (0, 0);
+    for s in v["stats"].as_array().into_iter().flatten() {
+        let (Some(name), Some(value)) = (s["name"].as_str(), s["value"].as_u64()) else {
+            continue;
+        };
+        if name.ends_with(".update_success") {
+            count += value;
+        } else if name.ends_with(".update_time") {
+            time = time.max(value);
+        }
+    }
+    Ok((count, time))
 }
 
-/// `rds_updates` of the Envoys at `admins[i]` for each `i` of `which`,
+/// `rds_state` of the Envoys at `admins[i]` for each `i` of `which`,
 /// concurrently, in that order.
-async fn updates_of(
+async fn states_of(
     http: &reqwest::Client,
     admins: &[String],
     which: &[usize],
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<Vec<(u64, u64)>> {
     let mut set = tokio::task::JoinSet::new();
     for (slot, &i) in which.iter().enumerate() {
         let (http, admin) = (http.clone(), admins[i].clone());
-        set.spawn(async move { (slot, rds_updates(&http, &admin).await) });
+        set.spawn(async move { (slot, rds_state(&http, &admin).await) });
     }
-    let mut out = vec![0; which.len()];
+    let mut out = vec![(0, 0); which.len()];
     while let Some(done) = set.join_next().await {
-        let (slot, count) = done?;
-        out[slot] = count?;
+        let (slot, state) = done?;
+        out[slot] = state?;
     }
     Ok(out)
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The anchor's weight for round `r`.
@@ -312,8 +334,9 @@ async fn round(
         .context("no generation")?
         + 1;
     let all: Vec<usize> = (0..admins.len()).collect();
-    let base = updates_of(http, admins, &all).await?;
+    let base = states_of(http, admins, &all).await?;
     let body = route(0, weight(r));
+    let t0_ms = epoch_ms();
     let t0 = Instant::now();
     let apply_call = async {
         let applied = json(
@@ -325,26 +348,6 @@ async fn round(
         .await?;
         if applied["results"][0]["action"] != "configured" {
             bail!("apply did not configure: {applied}");
-        }
-        anyhow::Ok(t0.elapsed())
-    };
-    let envoy_wait = async {
-        let mut pending: Vec<usize> = (0..admins.len()).collect();
-        while !pending.is_empty() {
-            if t0.elapsed() > ROUND_LIMIT {
-                bail!("{} proxies did not update", pending.len());
-            }
-            let now = updates_of(http, admins, &pending).await?;
-            let mut still = Vec::new();
-            for (&i, c) in pending.iter().zip(now) {
-                if c <= base[i] {
-                    still.push(i);
-                }
-            }
-            pending = still;
-            if !pending.is_empty() {
-                tokio::time::sleep(POLL).await;
-            }
         }
         anyhow::Ok(t0.elapsed())
     };
@@ -367,11 +370,33 @@ async fn round(
             tokio::time::sleep(POLL).await;
         }
     };
-    let (apply, envoy, api) = tokio::join!(apply_call, envoy_wait, api_wait);
+    let (apply, api) = tokio::join!(apply_call, api_wait);
+    let (apply, api) = (apply?, api?);
+    // Now the Envoys: each one's last accepted update, by its own clock.
+    let mut pending = all;
+    let mut last_ms = t0_ms;
+    while !pending.is_empty() {
+        if t0.elapsed() > ROUND_LIMIT {
+            bail!("{} proxies did not update", pending.len());
+        }
+        let now = states_of(http, admins, &pending).await?;
+        let mut still = Vec::new();
+        for (&i, (count, time)) in pending.iter().zip(now) {
+            if count > base[i].0 {
+                last_ms = last_ms.max(time);
+            } else {
+                still.push(i);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    }
     Ok(Round {
-        envoy: envoy?,
-        api: api?,
-        apply: apply?,
+        envoy: Duration::from_millis(last_ms - t0_ms),
+        api,
+        apply,
     })
 }
 
