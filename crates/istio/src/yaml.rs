@@ -228,6 +228,15 @@ impl Emitter<'_> {
         if !numberish {
             return Ok(false);
         }
+        // serde_yaml's ints and floats take a sign only first or right
+        // after an exponent's `e`; a string with one anywhere else reads
+        // back as a string. Such strings (`10-0-1-0-24.cidr...`, one per
+        // service) would otherwise each miss the cache and ask serde_yaml.
+        if b.windows(2)
+            .any(|w| matches!(w[1], b'+' | b'-') && !matches!(w[0], b'e' | b'E'))
+        {
+            return Ok(false);
+        }
         if let Some(q) = self.quoted.get(s) {
             return Ok(*q);
         }
@@ -742,5 +751,33 @@ mod tests {
             }
         }
         assert!(super::printable_without_spaces(b""));
+    }
+
+    /// Every string of up to four number characters is quoted as
+    /// serde_yaml quotes it (the inner-sign shortcut included).
+    #[test]
+    fn number_like_strings_are_quoted_as_serde_yaml_quotes_them() {
+        const CHARS: &[u8] = b"01e+-.x";
+        let mut strings = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..4 {
+            let mut longer = Vec::new();
+            for s in &strings {
+                for &c in CHARS {
+                    let t = format!("{s}{}", c as char);
+                    let value = std::collections::BTreeMap::from([("k", t.as_str())]);
+                    let want = serde_yaml::to_string(&value).expect("plain data");
+                    let mut got = Vec::new();
+                    super::YamlWriter::new()
+                        .value(&mut got, &value)
+                        .expect("a Vec takes any write");
+                    assert_eq!(String::from_utf8(got).expect("UTF-8"), want, "{t:?}");
+                    checked += 1;
+                    longer.push(t);
+                }
+            }
+            strings = longer;
+        }
+        assert_eq!(checked, 7 + 49 + 343 + 2401);
     }
 }
