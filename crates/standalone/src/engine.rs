@@ -693,7 +693,10 @@ impl Engine {
             .clamp(1, 4)
             .min(todo.len().max(1));
         let chunk = todo.len().div_ceil(threads).max(1);
-        let (mesh, xds, opts_ref, ca_ref) = (&st.model.mesh, &self.inner.xds, &opts, &ca);
+        // What every caller of a service gets is rendered once per push.
+        let memo = packlight_xds::Memo::default();
+        let (mesh, xds, opts_ref, ca_ref, memo) =
+            (&st.model.mesh, &self.inner.xds, &opts, &ca, &memo);
         let parts: Vec<Result<Vec<(String, u64)>, EngineError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = todo
                 .chunks(chunk)
@@ -701,7 +704,8 @@ impl Engine {
                     scope.spawn(move || {
                         part.iter()
                             .map(|(node, svc, ports, cert)| -> Result<_, EngineError> {
-                                let cfg = packlight_xds::sidecar(mesh, svc, ports, opts_ref)?;
+                                let cfg =
+                                    packlight_xds::sidecar_with(mesh, svc, ports, opts_ref, memo)?;
                                 let secrets = packlight_xds::secrets(
                                     opts_ref,
                                     &cert.cert_pem,

@@ -17,7 +17,9 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     PathMatcher, path_matcher, string_matcher::MatchPattern,
 };
+use envoy_types::pb::google::protobuf::Any;
 use packlight_model::ir::{AccessRule, Mesh, Service};
+use prost::Message;
 
 use crate::hcm::{chain, http_filter, listener, manager};
 use crate::names::{self, INBOUND};
@@ -69,17 +71,7 @@ pub fn render(
     let filters = || {
         rules
             .iter()
-            .map(|policies| {
-                let cfg = Rbac {
-                    rules: Some(RbacRules {
-                        action: rbac::Action::Allow as i32,
-                        policies: policies.clone(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                http_filter("envoy.filters.http.rbac", any(cfg))
-            })
+            .map(|policies| http_filter("envoy.filters.http.rbac", allow_filter(policies)))
             .collect::<Vec<_>>()
     };
     let mut chains = vec![chain(
@@ -97,6 +89,38 @@ pub fn render(
         ));
     }
     out.listeners.push(listener(INBOUND, inst.inbound, chains));
+}
+
+/// The RBAC filter's config (action ALLOW) packed with its policies in
+/// name order. prost writes a map in `HashMap` order, which differs from
+/// one translation to the next: the inbound listener's bytes changed at
+/// every push, so the xDS server re-sent it (and Envoy drained its
+/// connections) although nothing in it changed. Protobuf merges repeated
+/// occurrences of a message field and accumulates map entries, so the
+/// base message followed by one message per policy, in order, decodes to
+/// the same config.
+fn allow_filter(policies: &HashMap<String, Policy>) -> Any {
+    let base = Rbac {
+        rules: Some(RbacRules {
+            action: rbac::Action::Allow as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut packed = any(base);
+    let mut names: Vec<&String> = policies.keys().collect();
+    names.sort();
+    for name in names {
+        let one = Rbac {
+            rules: Some(RbacRules {
+                policies: HashMap::from([(name.clone(), policies[name].clone())]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        one.encode_raw(&mut packed.value);
+    }
+    packed
 }
 
 fn or_ids(ids: Vec<Principal>) -> Principal {

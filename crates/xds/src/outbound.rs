@@ -16,13 +16,11 @@ use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3
     FilterConfig, filter_config,
 };
 use packlight_model::ir::{EgressHost, Mesh, Service};
-use packlight_model::routing::Vantage;
 
 use crate::hcm::{chain, forward_proxy, http_filter, listener, manager};
 use crate::names::{EGRESS_CLUSTER, OUTBOUND};
 use crate::proto::any;
-use crate::routes::service_routes;
-use crate::{Instance, ProxyConfig, XdsOptions, clusters};
+use crate::{Instance, Memo, ProxyConfig, XdsOptions, clusters};
 
 /// Adds the outbound listener, its route configuration and clusters.
 pub fn render(
@@ -30,6 +28,7 @@ pub fn render(
     caller: &Service,
     inst: &Instance,
     opts: &XdsOptions,
+    memo: &Memo,
     out: &mut ProxyConfig,
 ) {
     let mut used = BTreeSet::new();
@@ -39,7 +38,9 @@ pub fn render(
         if !w.protocol.is_l7() {
             continue;
         }
-        clusters::mesh_clusters(svc, opts, out);
+        let parts = memo.service(svc, opts);
+        out.clusters.extend(parts.config.clusters.iter().cloned());
+        out.endpoints.extend(parts.config.endpoints.iter().cloned());
         let k = &svc.key;
         let mut names = vec![
             k.fqdn(),
@@ -53,7 +54,7 @@ pub fn render(
         hosts.push(VirtualHost {
             name: k.fqdn(),
             domains,
-            routes: service_routes(svc, Vantage::Mesh, "/", ""),
+            routes: parts.routes.clone(),
             ..Default::default()
         });
     }
