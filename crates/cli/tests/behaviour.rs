@@ -12,6 +12,8 @@ mod check;
 mod client;
 #[path = "behaviour/engine.rs"]
 mod engine;
+#[path = "behaviour/report.rs"]
+mod report;
 #[path = "behaviour/table.rs"]
 mod table;
 
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use check::{Outcome, Tally};
 use engine::Up;
+use report::{CaseReport, Verdict, form_escape};
 use table::{Case, CaseFile, Engine, From, LoginMode, Port, Via};
 
 /// Time budget of one case's request loop.
@@ -30,23 +33,6 @@ const CASE_BUDGET: Duration = Duration::from_secs(180);
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A case's result.
-enum Verdict {
-    Pass,
-    Fail(Vec<String>),
-    Skipped(String),
-    /// Failed as its `knownFailure` says (not counted as a failure).
-    Known(String, Vec<String>),
-}
-
-struct CaseReport {
-    file: String,
-    case: String,
-    verdict: Verdict,
-    /// The case's note on how engines differ.
-    differs: Option<String>,
 }
 
 /// A local "outside" HTTP server on 127.0.0.2 (a demo-app reporting
@@ -104,12 +90,7 @@ async fn run_file(path: &Path) -> Vec<CaseReport> {
         };
         names
             .into_iter()
-            .map(|c| CaseReport {
-                file: fname.clone(),
-                case: c,
-                verdict: Verdict::Fail(vec![msg.clone()]),
-                differs: None,
-            })
+            .map(|c| CaseReport::failed(&fname, &c, msg.clone()))
             .collect()
     };
     let raw = match std::fs::read_to_string(path) {
@@ -178,44 +159,16 @@ async fn run_file(path: &Path) -> Vec<CaseReport> {
             if let Some(p) = case.pause_seconds {
                 tokio::time::sleep(Duration::from_secs_f64(p)).await;
             }
-            let problems = run.case(case).await;
-            match (&case.known_failure, problems.is_empty()) {
-                (None, true) => Verdict::Pass,
-                (None, false) => Verdict::Fail(problems),
-                (Some(why), false) => Verdict::Known(why.clone(), problems),
-                (Some(why), true) => Verdict::Fail(vec![format!(
-                    "passes although marked knownFailure ({why}): remove knownFailure"
-                )]),
-            }
+            report::verdict(case, run.case(case).await)
         };
-        eprintln!(
-            "behaviour: {fname}: {}: {}",
-            case.name,
-            match &verdict {
-                Verdict::Pass => "pass",
-                Verdict::Fail(_) => "FAIL",
-                Verdict::Skipped(_) => "skipped",
-                Verdict::Known(..) => "known failure",
-            }
-        );
-        out.push(CaseReport {
-            file: fname.clone(),
-            case: case.name.clone(),
-            verdict,
-            differs: case.differs.clone(),
-        });
+        report::record(&mut out, "behaviour", &fname, case, verdict);
     }
     let tail = up.stderr_tail();
     if out.iter().any(|r| matches!(r.verdict, Verdict::Fail(_))) {
         eprintln!("--- {fname}: packlight up stderr (tail) ---\n{tail}");
     }
     if let Some(e) = up.stop().await {
-        out.push(CaseReport {
-            file: fname.clone(),
-            case: "(stop)".into(),
-            verdict: Verdict::Fail(vec![e]),
-            differs: None,
-        });
+        out.push(CaseReport::failed(&fname, "(stop)", e));
     }
     out
 }
@@ -480,18 +433,6 @@ fn split_service(s: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn form_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behaviour_table_standalone() {
     let filter = std::env::var("PACKLIGHT_BEHAVIOUR").unwrap_or_default();
@@ -510,47 +451,7 @@ async fn behaviour_table_standalone() {
     for f in &files {
         reports.extend(run_file(f).await);
     }
-    let mut summary = String::new();
-    let (mut pass, mut fail, mut skipped, mut known) = (0, 0, 0, 0);
-    for r in &reports {
-        let note = r
-            .differs
-            .as_deref()
-            .map(|d| format!(" [engines differ: {d}]"))
-            .unwrap_or_default();
-        match &r.verdict {
-            Verdict::Pass => {
-                pass += 1;
-                let _ = writeln!(summary, "pass  {}: {}{note}", r.file, r.case);
-            }
-            Verdict::Skipped(why) => {
-                skipped += 1;
-                let _ = writeln!(summary, "skip  {}: {} ({why})", r.file, r.case);
-            }
-            Verdict::Known(why, problems) => {
-                known += 1;
-                let _ = writeln!(
-                    summary,
-                    "KNOWN {}: {} (known failure: {why})",
-                    r.file, r.case
-                );
-                for p in problems {
-                    let _ = writeln!(summary, "        - {p}");
-                }
-            }
-            Verdict::Fail(problems) => {
-                fail += 1;
-                let _ = writeln!(summary, "FAIL  {}: {}{note}", r.file, r.case);
-                for p in problems {
-                    let _ = writeln!(summary, "        - {p}");
-                }
-            }
-        }
-    }
-    eprintln!(
-        "{summary}behaviour table (standalone): {pass} cases passed, {fail} failed, {skipped} skipped, {known} known failures"
-    );
-    assert_eq!(fail, 0, "behaviour cases failed:\n{summary}");
+    report::conclude(&reports, "standalone");
 }
 
 /// The format and the statistics, without an engine.

@@ -25,6 +25,8 @@ mod check;
 #[path = "behaviour/client.rs"]
 mod client;
 mod istio_bench;
+#[path = "behaviour/report.rs"]
+mod report;
 #[allow(dead_code)]
 #[path = "behaviour/table.rs"]
 mod table;
@@ -41,6 +43,7 @@ use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use packlight_testenv::TestEnv;
 use packlight_testenv::mesh::{Mesh, Pod, PodSpec};
+use report::{CaseReport, Verdict, form_escape};
 use table::{Case, CaseFile, Engine, From, LoginMode, Port, Via};
 
 use istio_bench::{Operator, PACKLIGHT, install_crds};
@@ -59,20 +62,6 @@ const OUTSIDE_PORTS: [u16; 3] = [EGRESS_PORT, 443, 9];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-enum Verdict {
-    Pass,
-    Fail(Vec<String>),
-    Skipped(String),
-    Known(String, Vec<String>),
-}
-
-struct CaseReport {
-    file: String,
-    case: String,
-    verdict: Verdict,
-    differs: Option<String>,
 }
 
 /// `demo` of the case files is namespace `ns` here: in resources, mesh
@@ -915,30 +904,13 @@ impl Run<'_> {
     }
 }
 
-fn form_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 /// Runs one case file on its own mesh.
 async fn run_file(bench: &Bench, path: &Path, index: usize) -> Vec<CaseReport> {
     let fname = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let fail = |case: &str, msg: String| CaseReport {
-        file: fname.clone(),
-        case: case.to_owned(),
-        verdict: Verdict::Fail(vec![msg]),
-        differs: None,
-    };
+    let fail = |case: &str, msg: String| CaseReport::failed(&fname, case, msg);
     let raw = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => return vec![fail("(file)", e.to_string())],
@@ -1006,32 +978,9 @@ async fn run_file(bench: &Bench, path: &Path, index: usize) -> Vec<CaseReport> {
             if let Some(p) = case.pause_seconds {
                 tokio::time::sleep(Duration::from_secs_f64(p)).await;
             }
-            let problems = run.case(case).await;
-            match (&case.known_failure, problems.is_empty()) {
-                (None, true) => Verdict::Pass,
-                (None, false) => Verdict::Fail(problems),
-                (Some(why), false) => Verdict::Known(why.clone(), problems),
-                (Some(why), true) => Verdict::Fail(vec![format!(
-                    "passes although marked knownFailure ({why}): remove knownFailure"
-                )]),
-            }
+            report::verdict(case, run.case(case).await)
         };
-        eprintln!(
-            "behaviour (kubernetes): {fname}: {}: {}",
-            case.name,
-            match &verdict {
-                Verdict::Pass => "pass",
-                Verdict::Fail(_) => "FAIL",
-                Verdict::Skipped(_) => "skipped",
-                Verdict::Known(..) => "known failure",
-            }
-        );
-        out.push(CaseReport {
-            file: fname.clone(),
-            case: case.name.clone(),
-            verdict,
-            differs: case.differs.clone(),
-        });
+        report::record(&mut out, "behaviour (kubernetes)", &fname, case, verdict);
     }
     if out.iter().any(|r| matches!(r.verdict, Verdict::Fail(_))) {
         engine.keep_evidence(&stem).await;
@@ -1160,41 +1109,5 @@ async fn behaviour_table_kubernetes() {
     for (i, f) in files.iter().enumerate() {
         reports.extend(run_file(&bench, f, i).await);
     }
-    let mut summary = String::new();
-    let (mut pass, mut fail, mut skipped, mut known) = (0, 0, 0, 0);
-    for r in &reports {
-        let note = r
-            .differs
-            .as_deref()
-            .map(|d| format!(" [engines differ: {d}]"))
-            .unwrap_or_default();
-        match &r.verdict {
-            Verdict::Pass => {
-                pass += 1;
-                let _ = writeln!(summary, "pass  {}: {}{note}", r.file, r.case);
-            }
-            Verdict::Skipped(why) => {
-                skipped += 1;
-                let _ = writeln!(summary, "skip  {}: {} ({why})", r.file, r.case);
-            }
-            Verdict::Known(why, problems) => {
-                known += 1;
-                let _ = writeln!(summary, "KNOWN {}: {} ({why})", r.file, r.case);
-                for p in problems {
-                    let _ = writeln!(summary, "        - {p}");
-                }
-            }
-            Verdict::Fail(problems) => {
-                fail += 1;
-                let _ = writeln!(summary, "FAIL  {}: {}{note}", r.file, r.case);
-                for p in problems {
-                    let _ = writeln!(summary, "        - {p}");
-                }
-            }
-        }
-    }
-    eprintln!(
-        "{summary}behaviour table (kubernetes): {pass} cases passed, {fail} failed, {skipped} skipped, {known} known failures"
-    );
-    assert_eq!(fail, 0, "behaviour cases failed:\n{summary}");
+    report::conclude(&reports, "kubernetes");
 }
