@@ -87,7 +87,7 @@ pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
         };
         b.single(&id, &input.resource, i);
     }
-    b.cross();
+    b.cross(inputs);
     let mesh = b.assemble();
     let pending = b
         .diags
@@ -149,6 +149,25 @@ fn sort_diagnostics(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.dedup();
 }
 
+/// The field path naming each version a Route uses, with the version;
+/// asked only when one of them is missing (a diagnostic names the field).
+fn version_fields(
+    rt: &packlight_api::Route,
+) -> impl Iterator<Item = (String, crate::version::Version)> + '_ {
+    rt.spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("spec.rules[{i}].version"), r.version.as_str()))
+        .chain(
+            rt.spec
+                .mirror
+                .iter()
+                .map(|m| ("spec.mirror.version".to_string(), m.version.as_str())),
+        )
+        .filter_map(|(f, v)| Some((f, v.parse().ok()?)))
+}
+
 /// What a cross-resource check found about a resource.
 enum Finding {
     /// It is invalid.
@@ -168,8 +187,6 @@ struct Builder {
     access: BTreeMap<ResourceId, (ServiceKey, Vec<AccessRule>)>,
     namespaces: BTreeMap<String, NamespacePolicy>,
     ingresses: BTreeMap<ResourceId, Ingress>,
-    /// Per Route: the field path naming each version it uses.
-    route_fields: BTreeMap<ResourceId, Vec<(String, crate::version::Version)>>,
 }
 
 impl Builder {
@@ -216,21 +233,6 @@ impl Builder {
                 }
             }
             Resource::Route(rt) => {
-                let fields = rt
-                    .spec
-                    .rules
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (format!("spec.rules[{i}].version"), r.version.as_str()))
-                    .chain(
-                        rt.spec
-                            .mirror
-                            .iter()
-                            .map(|m| ("spec.mirror.version".to_string(), m.version.as_str())),
-                    )
-                    .filter_map(|(f, v)| Some((f, v.parse().ok()?)))
-                    .collect();
-                self.route_fields.insert(id.clone(), fields);
                 if let Some(t) = validate::route(&mut c, rt) {
                     self.routes
                         .entry(key(&rt.spec.service))
@@ -276,7 +278,9 @@ impl Builder {
             .extend(c.diags.into_iter().map(|d| (Some(idx), d)));
     }
 
-    fn cross(&mut self) {
+    /// `inputs` are those given to [`build_unplaced`] (`index` points
+    /// into them).
+    fn cross(&mut self, inputs: &[Input]) {
         // One Route per service: a second one is a conflict on both.
         let conflicts: Vec<(ServiceKey, Vec<ResourceId>)> = self
             .routes
@@ -332,12 +336,14 @@ impl Builder {
                             let have: Vec<String> =
                                 w.versions.keys().map(|v| v.to_string()).collect();
                             let field = self
-                                .route_fields
+                                .index
                                 .get(id)
-                                .and_then(|fs| {
-                                    fs.iter().find(|(_, v)| missing.contains(&v.to_string()))
+                                .and_then(|&i| match &inputs.get(i)?.resource {
+                                    Resource::Route(rt) => version_fields(rt)
+                                        .find(|(_, v)| missing.contains(&v.to_string())),
+                                    _ => None,
                                 })
-                                .map(|(f, _)| f.clone())
+                                .map(|(f, _)| f)
                                 .unwrap_or_else(|| "spec.rules".to_string());
                             found.push(Finding::Error(
                                 id.clone(),
