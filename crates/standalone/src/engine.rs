@@ -693,10 +693,7 @@ impl Engine {
             .clamp(1, 4)
             .min(todo.len().max(1));
         let chunk = todo.len().div_ceil(threads).max(1);
-        // What every caller of a service gets is rendered once per push.
-        let memo = packlight_xds::Memo::default();
-        let (mesh, xds, opts_ref, ca_ref, memo) =
-            (&st.model.mesh, &self.inner.xds, &opts, &ca, &memo);
+        let (mesh, xds, opts_ref, ca_ref) = (&st.model.mesh, &self.inner.xds, &opts, &ca);
         let parts: Vec<Result<Vec<(String, u64)>, EngineError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = todo
                 .chunks(chunk)
@@ -704,8 +701,7 @@ impl Engine {
                     scope.spawn(move || {
                         part.iter()
                             .map(|(node, svc, ports, cert)| -> Result<_, EngineError> {
-                                let cfg =
-                                    packlight_xds::sidecar_with(mesh, svc, ports, opts_ref, memo)?;
+                                let cfg = packlight_xds::sidecar(mesh, svc, ports, opts_ref)?;
                                 let secrets = packlight_xds::secrets(
                                     opts_ref,
                                     &cert.cert_pem,

@@ -23,7 +23,6 @@ mod clusters;
 mod hcm;
 mod inbound;
 mod ingress;
-mod memo;
 pub mod names;
 mod options;
 mod outbound;
@@ -38,7 +37,6 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use packlight_model::ir::{Mesh, ServiceKey};
 
-pub use memo::Memo;
 pub use options::{Instance, XdsOptions};
 pub use secrets::secrets;
 
@@ -92,26 +90,13 @@ pub fn sidecar(
     instance: &Instance,
     opts: &XdsOptions,
 ) -> Result<ProxyConfig, XdsError> {
-    sidecar_with(mesh, svc, instance, opts, &Memo::default())
-}
-
-/// [`sidecar`], sharing the parts every caller of a service gets through
-/// `memo` (one memo per push: the same `mesh` and `opts` for every proxy
-/// translated with it). The result is identical to [`sidecar`]'s.
-pub fn sidecar_with(
-    mesh: &Mesh,
-    svc: &ServiceKey,
-    instance: &Instance,
-    opts: &XdsOptions,
-    memo: &Memo,
-) -> Result<ProxyConfig, XdsError> {
     let service = mesh
         .services
         .get(svc)
         .filter(|s| s.workload.is_some())
         .ok_or_else(|| XdsError::UnknownWorkload(svc.to_string()))?;
     let mut out = ProxyConfig::default();
-    outbound::render(mesh, service, instance, opts, memo, &mut out);
+    outbound::render(mesh, service, instance, opts, &mut out);
     inbound::render(mesh, service, instance, opts, &mut out);
     out.secrets = vec![opts.sds_certificate.clone(), opts.sds_trust_bundle.clone()];
     Ok(out.sorted())

@@ -16,11 +16,13 @@ use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3
     FilterConfig, filter_config,
 };
 use packlight_model::ir::{EgressHost, Mesh, Service};
+use packlight_model::routing::Vantage;
 
 use crate::hcm::{chain, forward_proxy, http_filter, listener, manager};
 use crate::names::{EGRESS_CLUSTER, OUTBOUND};
 use crate::proto::any;
-use crate::{Instance, Memo, ProxyConfig, XdsOptions, clusters};
+use crate::routes::service_routes;
+use crate::{Instance, ProxyConfig, XdsOptions, clusters};
 
 /// Adds the outbound listener, its route configuration and clusters.
 pub fn render(
@@ -28,7 +30,6 @@ pub fn render(
     caller: &Service,
     inst: &Instance,
     opts: &XdsOptions,
-    memo: &Memo,
     out: &mut ProxyConfig,
 ) {
     let mut used = BTreeSet::new();
@@ -38,9 +39,7 @@ pub fn render(
         if !w.protocol.is_l7() {
             continue;
         }
-        let parts = memo.service(svc, opts);
-        out.clusters.extend(parts.config.clusters.iter().cloned());
-        out.endpoints.extend(parts.config.endpoints.iter().cloned());
+        clusters::mesh_clusters(svc, opts, out);
         let k = &svc.key;
         let mut names = vec![
             k.fqdn(),
@@ -54,7 +53,7 @@ pub fn render(
         hosts.push(VirtualHost {
             name: k.fqdn(),
             domains,
-            routes: parts.routes.clone(),
+            routes: service_routes(svc, Vantage::Mesh, "/", ""),
             ..Default::default()
         });
     }

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use packlight_xds::{Memo, ProxyConfig, XdsOptions, ingress_gateway, sidecar, sidecar_with};
+use packlight_xds::{ProxyConfig, XdsOptions, ingress_gateway, sidecar};
 use prost::{Message, Name};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use protox::file::{
@@ -140,8 +140,6 @@ fn golden_examples() {
         }
         .with_local_instances(&mesh, 20000);
         let mut proxies = serde_json::Map::new();
-        // One memo for every proxy of the example, as in one push.
-        let memo = Memo::default();
         for (key, svc) in &mesh.services {
             let Some(v) = svc.workload.as_ref().and_then(|w| w.versions.keys().next()) else {
                 continue;
@@ -150,24 +148,12 @@ fn golden_examples() {
             let cfg = sidecar(&mesh, key, &inst, &opts).expect("sidecar");
             // Deterministic as the xDS server sees it (it sends a resource
             // again when the message differs; the bytes packed in an `Any`
-            // count): twice the same config, and the same with a memo
-            // shared by every proxy of the example.
+            // count): twice the same config.
             let again = sidecar(&mesh, key, &inst, &opts).expect("sidecar");
             assert!(
                 again == cfg,
                 "{name}: {key}: the sidecar's config differs between two translations"
             );
-            let shared = sidecar_with(&mesh, key, &inst, &opts, &memo).expect("sidecar");
-            if shared != cfg {
-                let a = render(&pool, &cfg).to_string();
-                let b = render(&pool, &shared).to_string();
-                let i = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
-                panic!(
-                    "{name}: {key}: the memo changed the sidecar's config at byte {i}: {} | {}",
-                    &a[i.saturating_sub(200)..(i + 200).min(a.len())],
-                    &b[i.saturating_sub(200)..(i + 200).min(b.len())]
-                );
-            }
             proxies.insert(format!("sidecar {key} {v}"), render(&pool, &cfg));
         }
         if !mesh.ingresses.is_empty() {
