@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use check::{Outcome, Tally};
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use packlight_testenv::TestEnv;
@@ -316,27 +316,29 @@ spec:
     }
 }
 
+/// packlight's six kinds, as the API server serves them (from the CRD
+/// types themselves).
+fn packlight_kinds() -> [ApiResource; 6] {
+    use packlight_api::{
+        AccessPolicy, EgressPolicy, IngressPolicy, MeshPolicy, Microservice, Route,
+    };
+    [
+        ApiResource::erase::<Microservice>(&()),
+        ApiResource::erase::<Route>(&()),
+        ApiResource::erase::<EgressPolicy>(&()),
+        ApiResource::erase::<AccessPolicy>(&()),
+        ApiResource::erase::<MeshPolicy>(&()),
+        ApiResource::erase::<IngressPolicy>(&()),
+    ]
+}
+
 /// Waits until every packlight resource in `ns` is `Programmed=True` for
-/// its generation and the operator wrote every Deployment.
+/// its generation.
 async fn wait_programmed(client: &Client, ns: &str) -> Result<(), String> {
     let deadline = Instant::now() + PROGRAMMED;
     loop {
         let mut pending = Vec::new();
-        for (gvk_kind, plural) in [
-            ("Microservice", "microservices"),
-            ("Route", "routes"),
-            ("EgressPolicy", "egresspolicies"),
-            ("AccessPolicy", "accesspolicies"),
-            ("MeshPolicy", "meshpolicies"),
-            ("IngressPolicy", "ingresspolicies"),
-        ] {
-            let ar = kube::api::ApiResource {
-                group: "packlight.dev".into(),
-                version: "v1alpha1".into(),
-                api_version: "packlight.dev/v1alpha1".into(),
-                kind: gvk_kind.into(),
-                plural: plural.into(),
-            };
+        for ar in packlight_kinds() {
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
             let list = api
                 .list(&ListParams::default())
@@ -355,7 +357,8 @@ async fn wait_programmed(client: &Client, ns: &str) -> Result<(), String> {
                     });
                 if !programmed {
                     pending.push(format!(
-                        "{gvk_kind} {}: {}",
+                        "{} {}: {}",
+                        ar.kind,
                         o.metadata.name.unwrap_or_default(),
                         o.data["status"]["conditions"]
                     ));
@@ -466,27 +469,22 @@ impl FileEngine {
 fn synced(text: &str, want: usize) -> Result<(), String> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("syncz: {e}: {text:.200}"))?;
-    let proxies: Vec<&serde_json::Value> = match &v {
-        serde_json::Value::Array(a) => a.iter().collect(),
-        other => other["resources"]
-            .as_array()
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
-    };
+    let proxies = v
+        .as_array()
+        .ok_or_else(|| format!("syncz is not a list of proxies: {text:.200}"))?;
     if proxies.len() < want {
         return Err(format!("{} of {want} proxies connected", proxies.len()));
     }
-    for p in &proxies {
-        let id = p["proxy"].as_str().unwrap_or("?");
+    for p in proxies {
+        let id = p["proxy"]
+            .as_str()
+            .ok_or_else(|| format!("syncz entry without proxy: {p}"))?;
         for t in ["cluster", "listener", "route", "endpoint"] {
             let sent = &p[format!("{t}_sent")];
             let acked = &p[format!("{t}_acked")];
             if !sent.is_null() && sent != acked {
                 return Err(format!("{id}: {t} sent {sent}, acked {acked}"));
             }
-        }
-        if p.get("proxy").is_none() {
-            return Err(format!("syncz entry without proxy: {p}"));
         }
     }
     Ok(())
@@ -506,14 +504,12 @@ async fn batch(
         .prefix("packlight-bt-")
         .tempdir()
         .map_err(|e| e.to_string())?;
-    let status = std::process::Command::new("chmod")
-        .arg("0777")
-        .arg(dir.path())
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("chmod".into());
-    }
+    // curl runs as uid 1000 and writes the bodies here.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .map_err(|e| format!("chmod {}: {e}", dir.path().display()))?;
     let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut config = String::new();
     let _ = writeln!(config, "request = \"{}\"", quote(method));
@@ -1002,13 +998,7 @@ impl Bench {
     /// operator removed their objects from the gateway's namespace, so the
     /// next file's gateway starts clean.
     async fn remove_ingress(&self, ns: &str) {
-        let ar = kube::api::ApiResource {
-            group: "packlight.dev".into(),
-            version: "v1alpha1".into(),
-            api_version: "packlight.dev/v1alpha1".into(),
-            kind: "IngressPolicy".into(),
-            plural: "ingresspolicies".into(),
-        };
+        let ar = ApiResource::erase::<packlight_api::IngressPolicy>(&());
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         let _ = api
             .delete_collection(&Default::default(), &ListParams::default())
