@@ -163,6 +163,8 @@ struct FileEngine {
     client_pod: Pod,
     /// Service name -> its app's port (the demo-app's `/call`).
     app_ports: BTreeMap<String, u16>,
+    /// Seconds from the start at which each step of the start ended.
+    steps: String,
 }
 
 impl Bench {
@@ -171,6 +173,9 @@ impl Bench {
     /// and their pods; returns once every resource is Programmed and
     /// istiod has every proxy in sync.
     async fn start_file(&self, ns: &str, resources: &str) -> Result<FileEngine, String> {
+        let t0 = Instant::now();
+        let mut steps = Vec::new();
+        let mut step = |what: &str| steps.push(format!("{what} {:.1}", t0.elapsed().as_secs_f64()));
         let mesh = Mesh::start(&self.env)
             .await
             .map_err(|e| format!("istiod: {e:#}"))?;
@@ -240,6 +245,7 @@ spec:
             .await
             .map_err(|e| format!("client: {e:#}"))?;
         outside_server(&mesh, &client_pod).await?;
+        step("istiod, gateway, login, outside");
 
         for doc in documents(resources)? {
             let (status, msg) = apply_doc(&self.client, &doc, false).await;
@@ -248,9 +254,11 @@ spec:
             }
         }
         wait_programmed(&self.client, ns).await?;
+        step("Programmed");
         mesh.start_deployments(ns, Path::new(PACKLIGHT))
             .await
             .map_err(|e| format!("pods: {e:#}"))?;
+        step("pods");
         let mut app_ports = BTreeMap::new();
         let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
         for s in services
@@ -270,7 +278,8 @@ spec:
                 app_ports.insert(name, u16::try_from(port).unwrap_or(0));
             }
         }
-        let engine = FileEngine {
+        let mut engine = FileEngine {
+            steps: String::new(),
             _operator: operator,
             mesh,
             ns: ns.to_owned(),
@@ -278,7 +287,9 @@ spec:
             client_pod,
             app_ports,
         };
-        engine.wait_synced().await?;
+        engine.wait_synced(&self.client).await?;
+        step("istiod in sync");
+        engine.steps = steps.join(", ");
         Ok(engine)
     }
 
@@ -379,30 +390,57 @@ async fn wait_programmed(client: &Client, ns: &str) -> Result<(), String> {
 }
 
 impl FileEngine {
-    /// Waits until istiod has sent every connected proxy its current
-    /// configuration and each ACKed it (`/debug/syncz`).
-    async fn wait_synced(&self) -> Result<(), String> {
+    /// Runs `curl URL` in istiod's network namespace: the body.
+    async fn istiod_get(&self, path: &str) -> Result<String, String> {
         let id = std::fs::read_to_string(self.mesh.dir().join("id"))
             .map_err(|e| format!("mesh id: {e}"))?;
         let netns = format!("pl{}cp", id.trim());
+        let out = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "curl", "-s", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:8080{path}"))
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until istiod holds every Istio object packlight manages at
+    /// its current resourceVersion (`/debug/configz`), then until it has
+    /// sent every connected proxy its configuration and each ACKed it
+    /// (`/debug/syncz`). `Programmed` says the objects are in the API
+    /// server; istiod's watch may still be behind, and a proxy that is in
+    /// sync with an older push looks the same as one in sync with the
+    /// newest.
+    async fn wait_synced(&self, client: &Client) -> Result<(), String> {
+        let deadline = Instant::now() + PROGRAMMED;
+        let mut last;
+        loop {
+            let wanted = managed_istio_objects(client).await?;
+            let configz = self.istiod_get("/debug/configz").await?;
+            match istiod_holds(&configz, &wanted) {
+                Ok(()) => break,
+                Err(e) => last = e,
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "istiod has not seen packlight's objects within {PROGRAMMED:?}: {last}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let want = self
             .mesh
             .pods()
             .iter()
             .filter(|p| !p.namespace.is_empty())
             .count();
-        let deadline = Instant::now() + PROGRAMMED;
-        // Two quiet checks in a row: a push may be debounced.
+        // istiod pushes 100 ms after the last change it saw (its debounce);
+        // then two quiet checks in a row, half a second apart.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let mut quiet = 0;
-        let mut last = String::new();
+        last = String::new();
         loop {
-            let out = tokio::process::Command::new("ip")
-                .args(["netns", "exec", &netns, "curl", "-s", "--max-time", "5"])
-                .arg("http://127.0.0.1:8080/debug/syncz")
-                .output()
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let text = self.istiod_get("/debug/syncz").await?;
             match synced(&text, want) {
                 Ok(()) => quiet += 1,
                 Err(e) => {
@@ -462,6 +500,74 @@ impl FileEngine {
                 )
             })
     }
+}
+
+/// Every Istio object packlight manages, in every namespace:
+/// (kind, namespace, name) → resourceVersion.
+async fn managed_istio_objects(
+    client: &Client,
+) -> Result<BTreeMap<(String, String, String), String>, String> {
+    let mut out = BTreeMap::new();
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=packlight");
+    for i in 0..packlight_operator::outputs::OUTPUT_KINDS.len() {
+        let Some(ar) = packlight_operator::outputs::output_resource(i) else {
+            continue;
+        };
+        if !ar.group.ends_with("istio.io") {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let list = api
+            .list_metadata(&lp)
+            .await
+            .map_err(|e| format!("listing {}: {e}", ar.plural))?;
+        for o in list {
+            out.insert(
+                (
+                    ar.kind.clone(),
+                    o.metadata.namespace.unwrap_or_default(),
+                    o.metadata.name.unwrap_or_default(),
+                ),
+                o.metadata.resource_version.unwrap_or_default(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Checks istiod's `/debug/configz` answer: every wanted object present
+/// at its resourceVersion.
+fn istiod_holds(
+    text: &str,
+    wanted: &BTreeMap<(String, String, String), String>,
+) -> Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("configz: {e}: {text:.200}"))?;
+    let configs = v
+        .as_array()
+        .ok_or_else(|| format!("configz is not a list: {text:.200}"))?;
+    let held: BTreeMap<(String, String, String), &str> = configs
+        .iter()
+        .filter_map(|c| {
+            let m = &c["metadata"];
+            Some((
+                (
+                    c["kind"].as_str()?.to_string(),
+                    m["namespace"].as_str()?.to_string(),
+                    m["name"].as_str()?.to_string(),
+                ),
+                m["resourceVersion"].as_str().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    for (key, rv) in wanted {
+        match held.get(key) {
+            Some(h) if h == rv => {}
+            Some(h) => return Err(format!("{key:?}: istiod has {h}, the API server {rv}")),
+            None => return Err(format!("{key:?}: not in istiod's store yet")),
+        }
+    }
+    Ok(())
 }
 
 /// Checks istiod's `/debug/syncz` answer: `want` proxies, each with every
@@ -892,7 +998,7 @@ impl Run<'_> {
             if let Err(e) = wait_programmed(&self.bench.client, &self.engine.ns).await {
                 problems.push(format!("after the apply: {e}"));
             }
-            if let Err(e) = self.engine.wait_synced().await {
+            if let Err(e) = self.engine.wait_synced(&self.bench.client).await {
                 problems.push(format!("after the apply: {e}"));
             }
         }
@@ -958,8 +1064,9 @@ async fn run_file(bench: &Bench, path: &Path, index: usize) -> Vec<CaseReport> {
         Err(e) => return vec![fail("(start)", e)],
     };
     eprintln!(
-        "behaviour (kubernetes): {fname}: mesh programmed in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "behaviour (kubernetes): {fname}: mesh programmed in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        engine.steps
     );
     let mut run = Run {
         bench,

@@ -45,14 +45,16 @@ pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
     for (id, ing) in &mesh.ingresses {
         out.extend(ingress(mesh, id, ing, opts));
     }
-    if mesh
-        .ingresses
-        .values()
-        .any(|i| i.csrf.is_some() || i.rate_limit.is_some())
-    {
+    if mesh.ingresses.values().any(needs_shared_filters) {
         out.push(shared_filters(opts));
     }
     out
+}
+
+/// True when the policy's filters (CSRF, rate limit) need the shared
+/// EnvoyFilter [`crate::filters::FILTERS_NAME`] in the gateway's namespace.
+pub fn needs_shared_filters(ing: &Ingress) -> bool {
+    ing.csrf.is_some() || ing.rate_limit.is_some()
 }
 
 /// [`render`]'s objects, each with its kind.

@@ -171,6 +171,11 @@ pub struct Index {
 }
 
 impl Index {
+    /// The namespace the ingress gateway's objects are written to.
+    pub fn gateway_namespace(&self) -> &str {
+        &self.render.gateway_namespace
+    }
+
     /// An index over the given stores.
     pub fn new(
         sources: Sources,

@@ -41,6 +41,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const FIELD_MANAGER: &str = "packlight";
 
 /// What placing one rendered object did.
+#[derive(Clone)]
 enum Placed {
     Unchanged,
     Applied,
@@ -137,6 +138,7 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
         .collect()
         .await;
     placed.extend(slow);
+    placed.extend(place_shared(ctx, &rendered, ns).await);
 
     let t_place = t0.elapsed();
     let mut outcomes: BTreeMap<ResourceId, Outcome> = BTreeMap::new();
@@ -245,15 +247,7 @@ fn live_objects(
             let value = match cache.get(&key) {
                 Some((seen, v)) if !rv.is_empty() && *seen == rv => v.clone(),
                 _ => {
-                    let mut value = serde_json::to_value(&*obj).unwrap_or(Value::Null);
-                    // Items of a list carry no apiVersion and kind.
-                    if let (Some(ar), Some(map)) =
-                        (outputs::output_resource(kind), value.as_object_mut())
-                    {
-                        map.insert("apiVersion".into(), json!(ar.api_version));
-                        map.insert("kind".into(), json!(ar.kind));
-                    }
-                    let value = Arc::new(value);
+                    let value = Arc::new(live_value(kind, &obj));
                     cache.insert(key.clone(), (rv, value.clone()));
                     value
                 }
@@ -265,6 +259,81 @@ fn live_objects(
     // namespace that is gone (it is never reconciled again).
     cache.retain(|k, _| still_relevant(k, ns, &live, gone));
     live
+}
+
+/// A watched object as JSON, with the apiVersion and kind that items of a
+/// list lack.
+fn live_value(kind: usize, obj: &DynamicObject) -> Value {
+    let mut value = serde_json::to_value(obj).unwrap_or(Value::Null);
+    if let (Some(ar), Some(map)) = (outputs::output_resource(kind), value.as_object_mut()) {
+        map.insert("apiVersion".into(), json!(ar.api_version));
+        map.insert("kind".into(), json!(ar.kind));
+    }
+    value
+}
+
+/// The gateway's shared filters (one EnvoyFilter in the gateway's
+/// namespace, needed by every IngressPolicy with CSRF or a rate limit) are
+/// that namespace's objects: its reconcile deletes them once no policy
+/// needs them. A namespace whose IngressPolicies need them places them too
+/// (the same content under the same field manager), so those policies are
+/// `Programmed` only once the filters are in place, whichever namespace is
+/// reconciled first.
+async fn place_shared(
+    ctx: &Context,
+    rendered: &Rendered,
+    ns: &str,
+) -> Vec<(Option<ResourceId>, Placed)> {
+    let gateway_ns = ctx.index.gateway_namespace();
+    if ns == gateway_ns {
+        return Vec::new();
+    }
+    let needing: Vec<ResourceId> = rendered
+        .model
+        .mesh
+        .ingresses
+        .iter()
+        .filter(|(id, ing)| {
+            id.namespace == ns && packlight_istio::ingress::needs_shared_filters(ing)
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    if needing.is_empty() {
+        return Vec::new();
+    }
+    let shared = rendered.desired.get(gateway_ns).and_then(|objs| {
+        objs.iter()
+            .zip(rendered.hashes.get(gateway_ns)?)
+            .find(|(o, _)| {
+                outputs::str_at(o, "/kind") == Some("EnvoyFilter")
+                    && outputs::str_at(o, "/metadata/name")
+                        == Some(packlight_istio::filters::FILTERS_NAME)
+            })
+    });
+    let placed = match shared.and_then(|(obj, hash)| Some((ObjectKey::of(obj)?, obj, *hash))) {
+        Some((key, obj, hash)) => {
+            let mut live = BTreeMap::new();
+            if let (Some(store), Some(ar)) = (
+                ctx.index.outputs.get(key.kind),
+                outputs::output_resource(key.kind),
+            ) {
+                let r = kube::runtime::reflector::ObjectRef::new_with(&key.name, ar)
+                    .within(&key.namespace);
+                if let Some(cur) = store.get(&r) {
+                    live.insert(key.clone(), Arc::new(live_value(key.kind, &cur)));
+                }
+            }
+            place(ctx, rendered, &live, &Absent::default(), obj.clone(), hash).await
+        }
+        None => Placed::Failed(format!(
+            "the shared EnvoyFilter {gateway_ns}/{} was not rendered",
+            packlight_istio::filters::FILTERS_NAME
+        )),
+    };
+    needing
+        .into_iter()
+        .map(|id| (Some(id), placed.clone()))
+        .collect()
 }
 
 /// Whether a per-object memory entry is worth keeping after reconciling

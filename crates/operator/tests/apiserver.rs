@@ -460,6 +460,76 @@ spec:
     h.finish().await
 }
 
+/// An IngressPolicy with CSRF or a rate limit needs the gateway's shared
+/// EnvoyFilter, which lives in the gateway's namespace (another
+/// namespace's reconcile deletes it once unwanted): the policy is
+/// `Programmed` only once that filter is in place, whichever namespace is
+/// reconciled first. Here the operator watches only the policy's
+/// namespace, so nothing but the policy's own reconcile could place it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_programmed_ingress_policy_has_the_gateways_shared_filters() -> anyhow::Result<()> {
+    let h = Harness::setup("op-shared").await?;
+    let gateway = packlight_testenv::namespace("op-shared-gw").await?;
+    let mut config = h.config();
+    config.render.gateway_namespace = gateway.name().to_string();
+    let mut op = h.spawn(config);
+    h.apply(
+        r#"
+apiVersion: packlight.dev/v1alpha1
+kind: Microservice
+metadata: {name: httpbin}
+spec:
+  port: 8000
+  versions: [{version: "1.0", image: "example/httpbin:1.0"}]
+---
+apiVersion: packlight.dev/v1alpha1
+kind: IngressPolicy
+metadata: {name: data}
+spec:
+  hosts: ["data.example.com"]
+  routes: [{pathPrefix: /httpbin, service: httpbin}]
+  csrf: {}
+  rateLimit: {requests: 100, per: second}
+"#,
+    )
+    .await?;
+    let ing = h
+        .wait_condition("IngressPolicy", "data", "Programmed", "True", "Programmed")
+        .await?;
+    let filters: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        gateway.client(),
+        gateway.name(),
+        &kube::api::ApiResource {
+            group: "networking.istio.io".into(),
+            version: "v1alpha3".into(),
+            api_version: "networking.istio.io/v1alpha3".into(),
+            kind: "EnvoyFilter".into(),
+            plural: "envoyfilters".into(),
+        },
+    );
+    let shared = filters
+        .get_opt(packlight_istio::filters::FILTERS_NAME)
+        .await?
+        .with_context(|| {
+            format!(
+                "IngressPolicy Programmed ({:?}) without the shared EnvoyFilter in {}",
+                condition(&ing, "Programmed").map(|c| c["message"].clone()),
+                gateway.name()
+            )
+        })?;
+    let patches = shared.data["spec"]["configPatches"].to_string();
+    assert!(
+        patches.contains(packlight_istio::filters::CSRF)
+            && patches.contains("envoy.filters.http.local_ratelimit"),
+        "{patches}"
+    );
+    // Its own objects are counted with it.
+    let per_policy = filters.get_opt(&format!("{}-data", h.name())).await?;
+    assert!(per_policy.is_some(), "the policy's own EnvoyFilter");
+    op.stop().await;
+    h.finish().await
+}
+
 /// Many missing objects of one kind are checked with one list instead of a
 /// read each: foreign objects found that way are never overwritten either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
