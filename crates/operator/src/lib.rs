@@ -172,6 +172,11 @@ pub struct Context {
     /// reconcile converts from the watch cache only the objects that
     /// changed since the last one.
     live_values: Mutex<HashMap<ObjectKey, (String, Arc<serde_json::Value>)>>,
+    /// Per source resource: the resourceVersion at which its status was
+    /// last written or found up to date, and the hash of the conditions it
+    /// says; while both hold, a reconcile passes the resource without
+    /// converting it to JSON (at 2,000 resources that cost ~60 ms).
+    statuses: Mutex<HashMap<packlight_model::ResourceId, (String, u64)>>,
     /// Every namespace, when the operator watches them all (to adopt
     /// objects whose home namespace is gone; see [`reconcile`]).
     namespaces: Option<kube::runtime::reflector::Store<Namespace>>,
@@ -347,6 +352,7 @@ async fn serve(
         applied: Mutex::default(),
         deleted: Mutex::default(),
         live_values: Mutex::default(),
+        statuses: Mutex::default(),
         namespaces: config.namespace.is_none().then(|| controller.store()),
     });
 

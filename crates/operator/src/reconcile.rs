@@ -9,7 +9,7 @@
 //! nor deleted (its last good output stays).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -606,14 +606,33 @@ async fn statuses<K: SourceKind>(
                         && Some(&meta.uid) == obj.meta().uid.as_ref() => {}
                 _ => return Ok(()),
             }
-            let value = serde_json::to_value(&*obj).map_err(Error::Json)?;
-            let current = value.get("status").cloned().unwrap_or(Value::Null);
             let outcome = outcomes.get(&id).cloned().unwrap_or_default();
             let conds = status::conditions(&rendered.model, &id, &outcome);
+            // The status says these conditions for this generation, and
+            // the object has not moved since it was written or checked.
+            let said = {
+                let mut h = std::hash::DefaultHasher::new();
+                (&conds, obj.meta().generation).hash(&mut h);
+                h.finish()
+            };
+            let rv = obj.resource_version().unwrap_or_default();
+            let known = ctx
+                .statuses
+                .lock()
+                .is_ok_and(|m| m.get(&id).is_some_and(|(r, h)| *r == rv && *h == said));
+            if known {
+                return Ok(());
+            }
+            let value = serde_json::to_value(&*obj).map_err(Error::Json)?;
+            let current = value.get("status").cloned().unwrap_or(Value::Null);
             let next =
                 status::status_value(&current, obj.meta().generation, &conds, K::KIND, &value);
-            if status::write(api, &ctx.recorder, &obj, &current, &next, &conds).await? {
+            let written = status::write(api, &ctx.recorder, &obj, &current, &next, &conds).await?;
+            if written.is_some() {
                 ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Ok(mut m) = ctx.statuses.lock() {
+                m.insert(id, (written.unwrap_or(rv), said));
             }
             Ok(())
         })

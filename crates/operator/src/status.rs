@@ -32,7 +32,7 @@ pub struct Outcome {
 }
 
 /// One condition, before times are filled in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Cond {
     /// `Accepted` or `Programmed`.
     pub type_: &'static str,
@@ -232,7 +232,8 @@ pub fn same(current: &Value, next: &Value) -> bool {
 
 /// Writes `next` as the status of `obj` if it differs from the current
 /// one, and publishes an Event for each condition whose status or reason
-/// changed. Returns whether it wrote.
+/// changed. Returns the resourceVersion it wrote (`None`: nothing to
+/// write).
 pub async fn write<K: SourceKind>(
     api: &Api<K>,
     recorder: &Recorder,
@@ -240,18 +241,19 @@ pub async fn write<K: SourceKind>(
     current: &Value,
     next: &Value,
     conds: &[Cond],
-) -> Result<bool, Error> {
+) -> Result<Option<String>, Error> {
     if same(current, next) {
-        return Ok(false);
+        return Ok(None);
     }
     let name = obj.name_any();
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": next})),
-    )
-    .await
-    .map_err(|e| Error::Kube(format!("writing status of {} {name}", K::KIND), e))?;
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": next})),
+        )
+        .await
+        .map_err(|e| Error::Kube(format!("writing status of {} {name}", K::KIND), e))?;
     let old = current.get("conditions").and_then(Value::as_array);
     for c in conds {
         let status = if c.ok { "True" } else { "False" };
@@ -279,7 +281,7 @@ pub async fn write<K: SourceKind>(
             tracing::warn!(kind = K::KIND, name = %name, error = %e, "publishing event failed");
         }
     }
-    Ok(true)
+    Ok(Some(written.resource_version().unwrap_or_default()))
 }
 
 fn clip_note(s: &str) -> String {
