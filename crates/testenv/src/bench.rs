@@ -66,6 +66,11 @@ pub async fn env() -> anyhow::Result<TestEnv> {
 }
 
 impl TestEnv {
+    /// The view of the bench whose admin kubeconfig is `kubeconfig`.
+    pub(crate) fn new(kubeconfig: PathBuf, config: kube::Config) -> TestEnv {
+        TestEnv { kubeconfig, config }
+    }
+
     /// The admin kubeconfig (user in `system:masters`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
@@ -102,7 +107,17 @@ fn start() -> anyhow::Result<Bench> {
             _process: None,
         });
     }
+    let (kubeconfig, child, stdin) = spawn()?;
+    Ok(Bench {
+        kubeconfig,
+        _process: Some(Mutex::new((child, stdin))),
+    })
+}
 
+/// Builds (if needed) and starts one bench process; returns its admin
+/// kubeconfig once the API server is ready, with the process and its stdin
+/// (the bench exits, removing its data, when that stdin closes).
+pub(crate) fn spawn() -> anyhow::Result<(PathBuf, Child, ChildStdin)> {
     let binary = script("build")?;
     let crds = script("crds")?;
     let data_dir = std::env::temp_dir().join(format!(
@@ -140,10 +155,7 @@ fn start() -> anyhow::Result<Bench> {
         }
     });
     match rx.recv_timeout(START_TIMEOUT) {
-        Ok(kubeconfig) => Ok(Bench {
-            kubeconfig,
-            _process: Some(Mutex::new((child, stdin))),
-        }),
+        Ok(kubeconfig) => Ok((kubeconfig, child, stdin)),
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();

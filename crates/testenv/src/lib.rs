@@ -9,7 +9,8 @@
 //! In: the bench binary (built by `scripts/testenv build` when missing, so a
 //! plain `cargo test` works wherever Go is installed), or an already running
 //! bench named by `PACKLIGHT_TEST_KUBECONFIG`. Out: clients and namespaces.
-//! [`mesh`] adds the Istio traffic bench: istiod and Envoy sidecars in
+//! [`start_extra`] starts a second, independent bench for tests that need
+//! two clusters. [`mesh`] adds the Istio traffic bench: istiod and Envoy sidecars in
 //! network namespaces (root only; `docs/testing.md`).
 //!
 //! It never mocks, never skips a test when the bench is missing (it fails
@@ -27,8 +28,10 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod extra;
 pub mod mesh;
 mod namespace;
 
 pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
+pub use extra::{ExtraBench, start_extra};
 pub use namespace::{TestNamespace, namespace};
