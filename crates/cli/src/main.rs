@@ -55,7 +55,8 @@ enum Command {
     LoginService(standalone::LoginServiceArgs),
     /// Manage the login service's users (in the engine's data directory).
     User(standalone::UserArgs),
-    /// Run the web console for standalone engines (see docs/console.md).
+    /// Run the web console for standalone engines and Kubernetes contexts
+    /// (see docs/console.md).
     Console(packlight_console::ConsoleArgs),
     /// Run the demo HTTP service (for demos and tests).
     #[command(disable_version_flag = true)]

@@ -1,5 +1,8 @@
 //! Clusters and what the console reads from them: a [`Snapshot`] of every
-//! packlight resource with its status, and the traffic report.
+//! packlight resource with its status, and the traffic report; and what it
+//! writes: applies. A cluster is a standalone engine (its API) or a
+//! Kubernetes context ([`crate::kubernetes`]); the pages see only
+//! snapshots and apply outcomes, the same shape for both.
 
 use std::collections::BTreeMap;
 
@@ -7,11 +10,15 @@ use packlight_client::{Client, ClientError, KINDS, Outcome, VersionTraffic};
 use packlight_model::Diagnostic;
 use serde_json::Value;
 
+use crate::kubernetes::{Access, Conflict, KubeCluster, NO_TRAFFIC};
+
 /// Where a cluster's resources live.
 #[derive(Clone, Debug)]
 pub enum Source {
     /// A `packlight up` engine, through its standalone API.
     Standalone(Client),
+    /// A kubeconfig context, with that context's credentials.
+    Kubernetes(KubeCluster),
 }
 
 /// One cluster shown by the console.
@@ -58,6 +65,9 @@ pub enum Applied {
     Accepted(Vec<String>, Vec<Diagnostic>),
     /// Refused with these diagnostics; nothing changed.
     Refused(Vec<Diagnostic>),
+    /// Server-side apply found fields other managers own; nothing changed.
+    /// Applying again with `force` takes them over.
+    Conflict(Conflict),
 }
 
 impl Cluster {
@@ -94,10 +104,48 @@ impl Cluster {
         }
     }
 
+    /// A Kubernetes context, named after it.
+    pub fn kubernetes(k: KubeCluster) -> Cluster {
+        Cluster {
+            name: k.context.clone(),
+            source: Source::Kubernetes(k),
+        }
+    }
+
+    /// `standalone` or `kubernetes`.
+    pub fn engine(&self) -> &'static str {
+        match self.source {
+            Source::Standalone(_) => "standalone",
+            Source::Kubernetes(_) => "kubernetes",
+        }
+    }
+
     /// Reads every resource; a cluster that does not answer is `Down`,
     /// never an error.
     pub async fn snapshot(&self) -> Snapshot {
-        let Source::Standalone(client) = &self.source;
+        let client = match &self.source {
+            Source::Standalone(c) => c,
+            Source::Kubernetes(k) => {
+                let mut snap = Snapshot {
+                    cluster: self.name.clone(),
+                    engine: "kubernetes",
+                    reach: Reach::Down {
+                        error: String::new(),
+                    },
+                    objects: BTreeMap::new(),
+                };
+                match k.read().await {
+                    Ok(read) => {
+                        snap.reach = Reach::Up {
+                            version: read.version,
+                        };
+                        snap.objects = read.objects.into_iter().collect();
+                    }
+                    Err(error) => snap.reach = Reach::Down { error },
+                }
+                return snap;
+            }
+        };
         let mut snap = Snapshot {
             cluster: self.name.clone(),
             engine: "standalone",
@@ -138,13 +186,37 @@ impl Cluster {
 
     /// The engine's traffic report.
     pub async fn traffic(&self) -> Result<Vec<VersionTraffic>, String> {
-        let Source::Standalone(client) = &self.source;
-        client.traffic().await.map_err(|e| e.to_string())
+        match &self.source {
+            Source::Standalone(client) => client.traffic().await.map_err(|e| e.to_string()),
+            Source::Kubernetes(_) => Err(NO_TRAFFIC.to_string()),
+        }
     }
 
-    /// Applies `text` (YAML) as `file`; `dry_run` validates only.
-    pub async fn apply(&self, text: &str, file: &str, dry_run: bool) -> Result<Applied, String> {
-        let Source::Standalone(client) = &self.source;
+    /// Whether the console's credentials for this cluster may change
+    /// Routes in `namespace`: a SelfSubjectAccessReview on Kubernetes; a
+    /// standalone engine's token may change everything.
+    pub async fn may_change_routes(&self, namespace: &str) -> Access {
+        match &self.source {
+            Source::Standalone(_) => Access::Allowed,
+            Source::Kubernetes(k) => k.may_change_routes(namespace).await,
+        }
+    }
+
+    /// Applies `text` (YAML) as `file`; `dry_run` validates only. On
+    /// Kubernetes, a server-side apply as the user; `force` takes over
+    /// fields other managers own (a standalone engine has no field owners
+    /// and ignores it).
+    pub async fn apply(
+        &self,
+        text: &str,
+        file: &str,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Applied, String> {
+        let client = match &self.source {
+            Source::Standalone(c) => c,
+            Source::Kubernetes(k) => return k.apply(text, dry_run, force).await,
+        };
         match client.apply(text, Some(file), None, dry_run).await {
             Ok(Outcome::Accepted(a)) => Ok(Applied::Accepted(
                 a.results

@@ -4,7 +4,9 @@
 //! console` serves server-rendered pages (maud) with htmx for the round
 //! trips and uPlot for the traffic chart, both embedded in the binary
 //! ([`assets`]). Every `--standalone URL` is a `packlight up` engine, talked
-//! to through `packlight-client` (never the engine's own code). Validation,
+//! to through `packlight-client` (never the engine's own code); every
+//! `--context` of a kubeconfig is a Kubernetes cluster, talked to with that
+//! context's credentials only ([`kubernetes`]). Validation,
 //! the preview of where sample requests go and the diff are computed here by
 //! the same `packlight-model` code the CLI and the engines run; no rule is
 //! written again in JavaScript.
@@ -23,6 +25,7 @@ mod auth;
 pub mod cluster;
 pub mod diff;
 pub mod edit;
+pub mod kubernetes;
 pub mod pages;
 pub mod policies;
 mod server;
@@ -46,11 +49,12 @@ pub struct ConsoleArgs {
     /// `.packlight/token`. Repeatable.
     #[arg(long = "standalone", value_name = "URL[#TOKEN_FILE]")]
     pub standalone: Vec<String>,
-    /// Kubeconfig for Kubernetes clusters (not served yet, see
-    /// docs/console.md).
+    /// Kubeconfig for Kubernetes clusters (default: `KUBECONFIG`, else
+    /// `~/.kube/config`).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// A kubeconfig context to show as a cluster (not served yet).
+    /// A kubeconfig context to show as a cluster, with its credentials
+    /// (repeatable; default with --kubeconfig: the current context).
     #[arg(long = "context", value_name = "NAME")]
     pub contexts: Vec<String>,
     /// Prometheus per context (`CONTEXT=URL`; not served yet).
@@ -106,24 +110,37 @@ impl Console {
     }
 }
 
-/// The clusters named by the flags.
-pub fn clusters_from_args(args: &ConsoleArgs) -> Result<Vec<Cluster>, ConsoleError> {
-    if !args.contexts.is_empty() || args.kubeconfig.is_some() || !args.prometheus.is_empty() {
+/// The clusters named by the flags: the standalone engines, then the
+/// kubeconfig contexts. Must run inside the runtime that serves the
+/// console (Kubernetes clients belong to it).
+pub async fn clusters_from_args(args: &ConsoleArgs) -> Result<Vec<Cluster>, ConsoleError> {
+    if !args.prometheus.is_empty() {
         return Err(ConsoleError::Usage(
-            "Kubernetes clusters (--kubeconfig, --context, --prometheus) are not served by this \
-             console yet; use --standalone (see docs/console.md)"
+            "--prometheus is not served by this console yet: a Kubernetes cluster's traffic \
+             page says so (see docs/console.md)"
                 .into(),
         ));
     }
-    if args.standalone.is_empty() {
+    let kubernetes = args.kubeconfig.is_some() || !args.contexts.is_empty();
+    if args.standalone.is_empty() && !kubernetes {
         return Err(ConsoleError::Usage(
-            "no cluster: give --standalone URL[#TOKEN_FILE] at least once".into(),
+            "no cluster: give --standalone URL[#TOKEN_FILE] or --kubeconfig PATH [--context NAME] \
+             at least once"
+                .into(),
         ));
     }
-    args.standalone
+    let mut clusters: Vec<Cluster> = args
+        .standalone
         .iter()
         .map(|s| Cluster::standalone_from_flag(s).map_err(ConsoleError::Usage))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if kubernetes {
+        let contexts = kubernetes::load(args.kubeconfig.as_deref(), &args.contexts)
+            .await
+            .map_err(ConsoleError::Usage)?;
+        clusters.extend(contexts.into_iter().map(Cluster::kubernetes));
+    }
+    Ok(clusters)
 }
 
 /// Serves the console on `listener` until `shutdown` resolves.
@@ -146,7 +163,7 @@ pub async fn run(args: ConsoleArgs) -> Result<(), ConsoleError> {
             args.listen
         )));
     }
-    let clusters = clusters_from_args(&args)?;
+    let clusters = clusters_from_args(&args).await?;
     let console = Arc::new(Console::new(clusters, args.token.clone())?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -10,6 +10,19 @@ use serde_json::Value;
 use crate::cluster::{Applied, Reach, Snapshot, condition, match_rules, ns_name, split_per_major};
 use crate::diff;
 use crate::edit::Check;
+use crate::kubernetes::Access;
+
+/// A cluster the editor may apply to, with whether the user may change
+/// Routes there.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The cluster's index.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// The access review's answer for the Route's namespace.
+    pub access: Access,
+}
 
 /// The page frame: head, navigation, the CSRF token for htmx calls.
 pub fn layout(csrf: &str, title: &str, clusters: &[String], body: Markup) -> Markup {
@@ -203,13 +216,20 @@ fn default_samples(route: &Value) -> String {
 type Slider = (usize, String, u64);
 
 /// The Route editor: sliders per major, match rules, samples, targets.
+/// When the user may not change Routes on this cluster, there is no Apply
+/// control, and a note says why; a target where they may not is disabled.
 pub fn editor(
     csrf: &str,
     clusters: &[String],
     cluster: usize,
     route: &Value,
-    targets: &[(usize, String)],
+    targets: &[Target],
 ) -> Markup {
+    let own = targets
+        .iter()
+        .find(|t| t.index == cluster)
+        .map(|t| t.access.clone())
+        .unwrap_or(Access::Allowed);
     let (ns, name) = ns_name(route);
     let base = format!("/c/{cluster}/routes/{ns}/{name}");
     let rules = route["spec"]["rules"]
@@ -269,13 +289,28 @@ pub fn editor(
                 legend { "sample requests: PATH[?QUERY] [header:value]..." }
                 textarea name="samples" rows="5" cols="70" { (default_samples(route)) }
             }
-            fieldset #targets {
-                legend { "apply to" }
-                @for (j, n) in targets {
-                    label { input type="checkbox" name="to" value=(j) checked[*j == cluster]; " " (n) } " "
+            @match &own {
+                Access::Denied(note) => { p #no-apply.note { (note) } }
+                _ => {
+                    fieldset #targets {
+                        legend { "apply to" }
+                        @for t in targets {
+                            @let denied = matches!(t.access, Access::Denied(_));
+                            label data-cluster=(t.name) {
+                                input type="checkbox" name="to" value=(t.index)
+                                    checked[t.index == cluster] disabled[denied];
+                                " " (t.name)
+                                @match &t.access {
+                                    Access::Denied(n) => { " " span.note { "(" (n) ")" } }
+                                    Access::Unknown(n) => { " " span.note { "(" (n) ")" } }
+                                    Access::Allowed => {}
+                                }
+                            } " "
+                        }
+                    }
+                    button #apply type="button" hx-post={ (base) "/apply" } hx-target="#result" { "Apply" }
                 }
             }
-            button #apply type="button" hx-post={ (base) "/apply" } hx-target="#result" { "Apply" }
         }
         div #result {}
         div #check {}
@@ -331,10 +366,17 @@ pub enum ApplyReport {
 }
 
 /// The apply results, one per cluster; a failure is shown, never hidden.
-pub fn applied(results: &[(String, ApplyReport)]) -> Markup {
+/// A conflict names the managers that own the fields and offers, per
+/// cluster, to take them over: a checkbox (unchecked) and a button that
+/// applies again, with force only where the box is checked. `apply` is the
+/// editor's apply path.
+pub fn applied(apply: &str, results: &[(usize, String, ApplyReport)]) -> Markup {
+    let conflicts = results
+        .iter()
+        .any(|(_, _, r)| matches!(r, ApplyReport::Done(Applied::Conflict(_))));
     html! {
         ul #results {
-            @for (cluster, r) in results {
+            @for (j, cluster, r) in results {
                 @match r {
                     ApplyReport::Invalid(ds) => { li.result.refused data-cluster=(cluster) {
                         b { (cluster) } ": not applied (invalid)"
@@ -348,11 +390,25 @@ pub fn applied(results: &[(String, ApplyReport)]) -> Markup {
                         b { (cluster) } ": refused by the cluster"
                         ul.diagnostics { @for d in ds { (diagnostic(d)) } }
                     } }
+                    ApplyReport::Done(Applied::Conflict(c)) => { li.result.conflict data-cluster=(cluster) {
+                        b { (cluster) } ": not applied: other field managers own "
+                        @if c.fields.is_empty() { "these fields" } @else { code { (c.fields.join(", ")) } }
+                        ": " span.managers { (c.managers.join(", ")) }
+                        div.diagnostic { (c.message) }
+                        label.take-over {
+                            input type="checkbox" name="force" value=(j);
+                            " take over these fields on " (cluster)
+                        }
+                    } }
                     ApplyReport::Failed(e) => { li.result.failed data-cluster=(cluster) {
                         b { (cluster) } ": failed: " (e)
                     } }
                 }
             }
+        }
+        @if conflicts {
+            button #take-over type="button" hx-post=(apply) hx-include="#edit, #results input[name=force]"
+                hx-target="#result" { "Apply again (taking over the checked clusters' fields)" }
         }
     }
 }

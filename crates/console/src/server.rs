@@ -15,7 +15,7 @@ use maud::Markup;
 
 use crate::cluster::Snapshot;
 use crate::edit::{Edit, check};
-use crate::pages::{self, ApplyReport};
+use crate::pages::{self, ApplyReport, Target};
 use crate::{Console, auth};
 
 type Shared = State<Arc<Console>>;
@@ -120,11 +120,28 @@ async fn edit_page(
     };
     // Other clusters holding the same Route can take the same change.
     let others = snapshots(&console).await;
-    let targets: Vec<(usize, String)> = others
+    let holding: Vec<usize> = others
         .iter()
         .enumerate()
         .filter(|(j, s)| *j == cluster || s.route(&ns, &name).is_some())
-        .map(|(j, s)| (j, s.cluster.clone()))
+        .map(|(j, _)| j)
+        .collect();
+    // What the user may do on each: the API server's access review.
+    let access = futures_util::future::join_all(
+        holding
+            .iter()
+            .filter_map(|j| console.clusters.get(*j))
+            .map(|c| c.may_change_routes(&ns)),
+    )
+    .await;
+    let targets: Vec<Target> = holding
+        .iter()
+        .zip(access)
+        .map(|(j, access)| Target {
+            index: *j,
+            name: others[*j].cluster.clone(),
+            access,
+        })
         .collect();
     pages::editor(&console.csrf, &names(&console), cluster, route, &targets).into_response()
 }
@@ -162,11 +179,16 @@ async fn edit_apply(
         return forbidden();
     }
     let edit = Edit::from_form(&form);
-    let mut targets: Vec<usize> = form
-        .iter()
-        .filter(|(k, _)| k == "to")
-        .filter_map(|(_, v)| v.parse().ok())
-        .collect();
+    let indices = |field: &str| -> Vec<usize> {
+        form.iter()
+            .filter(|(k, _)| k == field)
+            .filter_map(|(_, v)| v.parse().ok())
+            .collect()
+    };
+    // Clusters where the user chose to take over fields other managers own.
+    let force = indices("force");
+    let mut targets = indices("to");
+    targets.extend(&force);
     if targets.is_empty() {
         targets.push(cluster);
     }
@@ -191,7 +213,10 @@ async fn edit_apply(
                     if checked.has_errors() {
                         ApplyReport::Invalid(checked.diagnostics)
                     } else {
-                        match c.apply(&checked.after, "console", false).await {
+                        match c
+                            .apply(&checked.after, "console", false, force.contains(&j))
+                            .await
+                        {
                             Ok(a) => ApplyReport::Done(a),
                             Err(e) => ApplyReport::Failed(e),
                         }
@@ -199,10 +224,18 @@ async fn edit_apply(
                 }
             }
         };
-        tracing::info!(cluster = %c.name, route = %format!("{ns}/{name}"), "console apply");
-        results.push((c.name.clone(), report));
+        tracing::info!(
+            cluster = %c.name,
+            kind = "Route",
+            namespace = %ns,
+            name = %name,
+            force = force.contains(&j),
+            "console apply"
+        );
+        results.push((j, c.name.clone(), report));
     }
-    pages::applied(&results).into_response()
+    let apply = format!("/c/{cluster}/routes/{ns}/{name}/apply");
+    pages::applied(&apply, &results).into_response()
 }
 
 async fn traffic_page(State(console): Shared, Path(cluster): Path<usize>) -> Response {
