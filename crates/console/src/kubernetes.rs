@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -31,6 +32,11 @@ pub const FIELD_MANAGER: &str = "packlight-console";
 /// What the traffic page says for a Kubernetes cluster.
 pub const NO_TRAFFIC: &str =
     "no traffic source: Prometheus is not configured (--prometheus CONTEXT=URL not served yet)";
+
+/// How long to wait for a connection to an API server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for an API server's answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One kubeconfig context.
 #[derive(Clone)]
@@ -95,9 +101,13 @@ pub async fn load(path: Option<&Path>, contexts: &[String]) -> Result<Vec<KubeCl
             context: Some(name.clone()),
             ..KubeConfigOptions::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(file.clone(), &options)
+        let mut config = kube::Config::from_custom_kubeconfig(file.clone(), &options)
             .await
             .map_err(|e| format!("--context {name}: {e}"))?;
+        // A context whose API server does not answer is shown down within
+        // a page load, not after kube's default minutes.
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(READ_TIMEOUT);
         let namespace = config.default_namespace.clone();
         let client =
             kube::Client::try_from(config).map_err(|e| format!("--context {name}: {e}"))?;

@@ -14,7 +14,8 @@
 //! * the read-only context: no apply control, and a forced POST is refused
 //!   with the API server's 403 message;
 //! * an invalid edit shows the model's diagnostic and applies nothing (and
-//!   the API server's own CEL refusal is shown with its message);
+//!   the API server's own CEL refusal is shown with its message; a dry run
+//!   stores nothing);
 //! * a conflict names the other field manager; only "take over" applies;
 //! * a standalone engine (`packlight up` with real Envoy) and a context
 //!   take one edit together.
@@ -749,6 +750,19 @@ async fn an_invalid_edit_shows_the_models_diagnostic_and_applies_nothing() -> an
             assert!(d[0].message.contains("Invalid"), "{d:?}");
         }
         other => panic!("a 60/30 Route was not refused: {other:?}"),
+    }
+    // A valid Route as a dry run (dryRun=All): accepted, nothing stored.
+    let mut good = serde_json::to_value(&before)?;
+    good["spec"]["rules"][0]["weight"] = json!(50);
+    good["spec"]["rules"][1]["weight"] = json!(50);
+    match clusters[0]
+        .apply(&serde_json::to_string(&good)?, "console", true, false)
+        .await
+    {
+        Ok(packlight_console::cluster::Applied::Accepted(done, _)) => {
+            assert!(done[0].contains("dry run"), "{done:?}");
+        }
+        other => panic!("the dry run was not accepted: {other:?}"),
     }
     let after = routes(&ns.client(), ns.name()).get("httpbin").await?;
     assert_eq!(
