@@ -23,14 +23,14 @@ use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use packlight_api as api;
-use packlight_istio::RenderOptions;
+use packlight_istio::{Kind, RenderOptions};
 use packlight_model::{Input, Model, ResourceId, Verdict};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
 
-use crate::outputs::{self, OUTPUT_KINDS};
+use crate::outputs::{self, OUTPUT_KINDS, ObjectKey};
 
 /// Which services a rejected resource speaks for: their merged outputs
 /// (Sidecars, NetworkPolicies) keep their last good state while it is
@@ -69,7 +69,22 @@ macro_rules! source_kind {
         impl SourceKind for api::$ty {
             const KIND: &'static str = stringify!($ty);
             fn input(&self) -> Input {
-                Input::new(packlight_model::Resource::$ty(self.clone()))
+                // What the model reads: names and the spec. Not the
+                // managed fields, annotations or status, which made
+                // copying the stores the largest step of a rebuild.
+                let m = &self.metadata;
+                let metadata = kube::api::ObjectMeta {
+                    name: m.name.clone(),
+                    namespace: m.namespace.clone(),
+                    uid: m.uid.clone(),
+                    generation: m.generation,
+                    ..Default::default()
+                };
+                Input::new(packlight_model::Resource::$ty(api::$ty {
+                    metadata,
+                    spec: self.spec.clone(),
+                    status: None,
+                }))
             }
             fn concern(&self) -> Concern {
                 let $r = self;
@@ -119,6 +134,21 @@ pub struct SourceMeta {
     pub concern: Concern,
 }
 
+/// One rendered object and what a reconcile needs to know of it,
+/// computed once per build.
+#[derive(Debug)]
+pub struct Desired {
+    /// The object as applied.
+    pub value: Value,
+    /// A hash of its JSON text and its owner reference.
+    pub hash: u64,
+    /// Its kind, namespace and name (`None`: a kind packlight does not
+    /// write, which a reconcile reports).
+    pub key: Option<ObjectKey>,
+    /// The resource it was made from.
+    pub source: Option<ResourceId>,
+}
+
 /// The whole mesh rendered at one revision.
 #[derive(Debug, Default)]
 pub struct Rendered {
@@ -127,15 +157,16 @@ pub struct Rendered {
     /// Verdicts and diagnostics.
     pub model: Model,
     /// The rendered objects, by home namespace.
-    pub desired: BTreeMap<String, Vec<Value>>,
+    pub desired: BTreeMap<String, Vec<Arc<Desired>>>,
     /// Every source resource that was given to the model.
     pub sources: BTreeMap<ResourceId, SourceMeta>,
     /// A digest per namespace of its desired objects and its resources'
     /// verdicts and diagnostics.
     pub digests: BTreeMap<String, u64>,
-    /// A structural hash of each desired object (owner reference
-    /// included), in the order of `desired`.
-    pub hashes: BTreeMap<String, Vec<u64>>,
+    /// Each object by kind, namespace and name: the hash of its rendered
+    /// form (owner reference not included) and what was made of it, so the
+    /// next build converts to JSON only the objects that changed.
+    previous: HashMap<(Kind, String, String), (u64, Arc<Desired>)>,
 }
 
 impl Rendered {
@@ -228,7 +259,7 @@ impl Index {
             return cache.clone();
         }
         let started = std::time::Instant::now();
-        let next = Arc::new(self.build(revision));
+        let next = Arc::new(self.build(revision, &cache));
         for ns in changed_namespaces(&cache.digests, &next.digests) {
             // The receiver lives as long as the controller; after shutdown
             // nobody needs the trigger.
@@ -245,7 +276,8 @@ impl Index {
         next
     }
 
-    fn build(&self, revision: u64) -> Rendered {
+    fn build(&self, revision: u64, before: &Rendered) -> Rendered {
+        let started = std::time::Instant::now();
         let mut inputs = Vec::new();
         let mut sources = BTreeMap::new();
         let s = &self.sources;
@@ -255,20 +287,52 @@ impl Index {
         collect(&s.access, &mut inputs, &mut sources);
         collect(&s.mesh, &mut inputs, &mut sources);
         collect(&s.ingress, &mut inputs, &mut sources);
+        let t_collect = started.elapsed();
         let t0 = std::time::Instant::now();
         let model = packlight_model::build(&inputs);
         let t_model = t0.elapsed();
-        let mut desired: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for mut obj in packlight_istio::render(&model.mesh, &self.render) {
-            add_owner(&mut obj, &sources);
-            if let Some(home) = outputs::home_namespace(&obj) {
-                desired.entry(home.to_string()).or_default().push(obj);
+        let mut desired: BTreeMap<String, Vec<Arc<Desired>>> = BTreeMap::new();
+        let mut previous = HashMap::with_capacity(before.previous.len());
+        let mut text = Vec::new();
+        packlight_istio::render_each(&model.mesh, &self.render, |o| {
+            // The rendered form's hash, from its JSON text (no JSON tree):
+            // equal to the last build's, the JSON is too.
+            text.clear();
+            // Writing into a Vec cannot fail; plain data always serialises.
+            let _ = serde_json::to_writer(&mut text, o);
+            let mut h = DefaultHasher::new();
+            h.write(&text);
+            let form = h.finish();
+            let key = (o.kind(), o.namespace().to_string(), o.name().to_string());
+            let made = match before.previous.get(&key) {
+                Some((f, d)) if *f == form && owner_is_current(&d.value, &sources) => d.clone(),
+                _ => {
+                    let mut value = o.to_value();
+                    add_owner(&mut value, &sources);
+                    let mut h = DefaultHasher::new();
+                    h.write_u64(form);
+                    owner_uid(&value).hash(&mut h);
+                    Arc::new(Desired {
+                        hash: h.finish(),
+                        key: ObjectKey::of(&value),
+                        source: outputs::source_of(&value),
+                        value,
+                    })
+                }
+            };
+            if let Some(home) = outputs::home_namespace(&made.value) {
+                desired
+                    .entry(home.to_string())
+                    .or_default()
+                    .push(made.clone());
             }
-        }
+            previous.insert(key, (form, made));
+        });
         let t_render = t0.elapsed();
-        let (digests, hashes) = digests(&desired, &model);
+        let digests = digests(&desired, &model);
         let at = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         tracing::debug!(
+            collect_ms = at(t_collect),
             model_ms = at(t_model),
             render_ms = at(t_render),
             digests_ms = at(t0.elapsed()),
@@ -280,9 +344,26 @@ impl Index {
             desired,
             sources,
             digests,
-            hashes,
+            previous,
         }
     }
+}
+
+/// The uid of an object's owner reference, if it has one.
+fn owner_uid(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/ownerReferences/0/uid")
+        .and_then(Value::as_str)
+}
+
+/// True when the owner reference [`add_owner`] would give the object now
+/// is the one it has (its source was not replaced by one of the same
+/// name).
+fn owner_is_current(obj: &Value, sources: &BTreeMap<ResourceId, SourceMeta>) -> bool {
+    let expected = outputs::source_of(obj)
+        .filter(|s| outputs::str_at(obj, "/metadata/namespace") == Some(s.namespace.as_str()))
+        .and_then(|s| sources.get(&s))
+        .map(|m| m.uid.as_str());
+    expected == owner_uid(obj)
 }
 
 /// Owner reference to the source resource when it is in the same
@@ -315,7 +396,11 @@ fn collect<K: SourceKind>(
 ) {
     let mut objs = store.state();
     // Deterministic input order: the model reports duplicates by position.
-    objs.sort_by_key(|o| (o.namespace(), o.name_any()));
+    objs.sort_by(|a, b| {
+        let (a, b) = (a.meta(), b.meta());
+        (a.namespace.as_deref(), a.name.as_deref())
+            .cmp(&(b.namespace.as_deref(), b.name.as_deref()))
+    });
     for obj in objs {
         let input = obj.input();
         let id = input.resource.id();
@@ -332,22 +417,14 @@ fn collect<K: SourceKind>(
     }
 }
 
-/// Per namespace: the digest (objects, verdicts, diagnostics); and each
-/// object's own hash.
-type Digests = (BTreeMap<String, u64>, BTreeMap<String, Vec<u64>>);
-
-fn digests(desired: &BTreeMap<String, Vec<Value>>, model: &Model) -> Digests {
+/// Per namespace: the digest of its objects' hashes, its resources'
+/// verdicts and its diagnostics.
+fn digests(desired: &BTreeMap<String, Vec<Arc<Desired>>>, model: &Model) -> BTreeMap<String, u64> {
     let mut hashers: BTreeMap<String, DefaultHasher> = BTreeMap::new();
-    let mut hashes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (ns, objs) in desired {
+    for (ns, each) in desired {
         let h = hashers.entry(ns.clone()).or_default();
-        let each = hashes.entry(ns.clone()).or_default();
-        for o in objs {
-            let mut oh = DefaultHasher::new();
-            outputs::hash_value(o, &mut oh);
-            let oh = oh.finish();
-            h.write_u64(oh);
-            each.push(oh);
+        for d in each {
+            h.write_u64(d.hash);
         }
     }
     for (id, verdict) in &model.verdicts {
@@ -360,8 +437,7 @@ fn digests(desired: &BTreeMap<String, Vec<Value>>, model: &Model) -> Digests {
             d.hash(hashers.entry(ns.clone()).or_default());
         }
     }
-    let digests = hashers.into_iter().map(|(k, h)| (k, h.finish())).collect();
-    (digests, hashes)
+    hashers.into_iter().map(|(k, h)| (k, h.finish())).collect()
 }
 
 fn changed_namespaces(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<String> {
@@ -492,6 +568,36 @@ pub const OUTPUT_COUNT: usize = OUTPUT_KINDS.len();
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_object_must_name_its_sources_current_uid() {
+        let obj = serde_json::json!({"metadata": {
+            "namespace": "demo",
+            "labels": {"packlight.dev/source-kind": "Route", "packlight.dev/source-name": "r"},
+            "ownerReferences": [{"uid": "old"}],
+        }});
+        let id = ResourceId {
+            kind: "Route".into(),
+            namespace: "demo".into(),
+            name: "r".into(),
+        };
+        let with = |uid: &str| {
+            BTreeMap::from([(
+                id.clone(),
+                SourceMeta {
+                    api_version: "packlight.dev/v1alpha1".into(),
+                    uid: uid.into(),
+                    generation: Some(1),
+                    concern: Concern::Own,
+                },
+            )])
+        };
+        assert!(owner_is_current(&obj, &with("old")));
+        // The Route was deleted and made again under the same name.
+        assert!(!owner_is_current(&obj, &with("new")));
+        // Its source is gone: an object without owner would be rendered.
+        assert!(!owner_is_current(&obj, &BTreeMap::new()));
+    }
 
     #[test]
     fn only_changed_namespaces_are_retriggered() {

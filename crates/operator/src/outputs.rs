@@ -190,36 +190,6 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
     }
 }
 
-/// Feeds `v` into `h` by structure (no serialisation): equal values hash
-/// equally; object keys in their map order (serde_json keeps them sorted).
-pub fn hash_value<H: std::hash::Hasher>(v: &Value, h: &mut H) {
-    use std::hash::Hash;
-    match v {
-        Value::Null => 0u8.hash(h),
-        Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => {
-            2u8.hash(h);
-            n.as_f64().map(f64::to_bits).hash(h);
-            n.as_i64().hash(h);
-            n.as_u64().hash(h);
-        }
-        Value::String(s) => (3u8, s).hash(h),
-        Value::Array(a) => {
-            (4u8, a.len()).hash(h);
-            for x in a {
-                hash_value(x, h);
-            }
-        }
-        Value::Object(m) => {
-            (5u8, m.len()).hash(h);
-            for (k, x) in m {
-                k.hash(h);
-                hash_value(x, h);
-            }
-        }
-    }
-}
-
 /// The first path where `live` does not hold what `desired` sets (for
 /// logs: why an object is re-applied).
 pub fn difference(desired: &Value, live: &Value) -> Option<String> {
@@ -252,34 +222,6 @@ fn is_empty(v: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn h(v: &Value) -> u64 {
-        let mut s = std::collections::hash_map::DefaultHasher::new();
-        hash_value(v, &mut s);
-        std::hash::Hasher::finish(&s)
-    }
-
-    #[test]
-    fn structural_hash_tells_values_apart_and_equal_ones_alike() {
-        let a = json!({"spec": {"http": [{"weight": 80}, {"weight": 20}]}, "n": null});
-        assert_eq!(h(&a), h(&a.clone()));
-        let distinct = [
-            json!({"spec": {"http": [{"weight": 20}, {"weight": 80}]}, "n": null}),
-            json!({"spec": {"http": [{"weight": 80}, {"weight": "20"}]}, "n": null}),
-            json!({"spec": {"http": [{"weight": 80}, {"weight": 20}]}}),
-            json!({"spec": {"http": [{"weight": 80}, {"weight": 20}], "x": []}, "n": null}),
-            json!(["spec"]),
-            json!("spec"),
-            json!(1.5),
-            json!(true),
-        ];
-        let mut hashes: Vec<u64> = distinct.iter().map(h).collect();
-        hashes.push(h(&a));
-        let n = hashes.len();
-        hashes.sort_unstable();
-        hashes.dedup();
-        assert_eq!(hashes.len(), n, "two different values hashed alike");
-    }
 
     #[test]
     fn kinds_are_found_by_api_version_and_kind() {

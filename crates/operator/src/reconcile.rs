@@ -24,7 +24,7 @@ use packlight_model::ResourceId;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::index::{Rendered, SourceKind, home_of};
+use crate::index::{Desired, Rendered, SourceKind, home_of};
 use crate::outputs::{self, ObjectKey};
 use crate::status::{self, Outcome};
 use crate::{Context, Error};
@@ -89,8 +89,6 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     let t_render = t0.elapsed();
     let no_objects = Vec::new();
     let desired = rendered.desired.get(ns).unwrap_or(&no_objects);
-    let no_hashes = Vec::new();
-    let hashes = rendered.hashes.get(ns).unwrap_or(&no_hashes);
 
     // Objects whose home namespace was deleted (gateway objects of a gone
     // namespace's IngressPolicy) are adopted by the namespace they are in.
@@ -102,36 +100,41 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     };
     let live = live_objects(ctx, ns, &gone);
     let t_live = t0.elapsed();
-    let wanted: BTreeSet<ObjectKey> = desired.iter().filter_map(ObjectKey::of).collect();
-    let absent = Absent::list(ctx, wanted.iter().filter(|k| !live.contains_key(*k))).await;
+    let wanted: BTreeSet<&ObjectKey> = desired.iter().filter_map(|d| d.key.as_ref()).collect();
+    let absent = Absent::list(
+        ctx,
+        wanted.iter().copied().filter(|k| !live.contains_key(*k)),
+    )
+    .await;
     let rendered_ref = &rendered;
     let live_ref = &live;
     let absent_ref = &absent;
     // Objects whose live copy is the very one last applied or confirmed at
     // this hash (same resourceVersion) are unchanged without a look inside.
     let mut placed: Vec<(Option<ResourceId>, Placed)> = Vec::new();
-    let mut todo: Vec<(usize, u64)> = Vec::new();
+    let mut todo: Vec<Arc<Desired>> = Vec::new();
     {
         let memo = ctx.applied.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, (obj, &hash)) in desired.iter().zip(hashes).enumerate() {
-            let same = ObjectKey::of(obj)
-                .and_then(|k| Some((memo.get(&k)?, live.get(&k)?)))
+        for d in desired {
+            let same = d
+                .key
+                .as_ref()
+                .and_then(|k| Some((memo.get(k)?, live.get(k)?)))
                 .is_some_and(|((h, rv), cur)| {
-                    *h == hash
+                    *h == d.hash
                         && outputs::str_at(cur, "/metadata/resourceVersion") == Some(rv.as_str())
                 });
             if same {
-                placed.push((outputs::source_of(obj), Placed::Unchanged));
+                placed.push((d.source.clone(), Placed::Unchanged));
             } else {
-                todo.push((i, hash));
+                todo.push(d.clone());
             }
         }
     }
-    let owned = todo.into_iter().map(|(i, h)| (desired[i].clone(), h));
-    let slow: Vec<(Option<ResourceId>, Placed)> = futures::stream::iter(owned)
-        .map(|(obj, hash)| async move {
-            let source = outputs::source_of(&obj);
-            let placed = place(ctx, rendered_ref, live_ref, absent_ref, obj, hash).await;
+    let slow: Vec<(Option<ResourceId>, Placed)> = futures::stream::iter(todo)
+        .map(|d| async move {
+            let source = d.source.clone();
+            let placed = place(ctx, rendered_ref, live_ref, absent_ref, &d).await;
             (source, placed)
         })
         .buffer_unordered(WRITE_CONCURRENCY)
@@ -302,28 +305,28 @@ async fn place_shared(
         return Vec::new();
     }
     let shared = rendered.desired.get(gateway_ns).and_then(|objs| {
-        objs.iter()
-            .zip(rendered.hashes.get(gateway_ns)?)
-            .find(|(o, _)| {
-                outputs::str_at(o, "/kind") == Some("EnvoyFilter")
-                    && outputs::str_at(o, "/metadata/name")
-                        == Some(packlight_istio::filters::FILTERS_NAME)
+        objs.iter().find(|d| {
+            d.key.as_ref().is_some_and(|k| {
+                k.kind_name() == "EnvoyFilter" && k.name == packlight_istio::filters::FILTERS_NAME
             })
+        })
     });
-    let placed = match shared.and_then(|(obj, hash)| Some((ObjectKey::of(obj)?, obj, *hash))) {
-        Some((key, obj, hash)) => {
+    let placed = match shared {
+        Some(d) => {
             let mut live = BTreeMap::new();
-            if let (Some(store), Some(ar)) = (
-                ctx.index.outputs.get(key.kind),
-                outputs::output_resource(key.kind),
-            ) {
+            if let Some(key) = &d.key
+                && let (Some(store), Some(ar)) = (
+                    ctx.index.outputs.get(key.kind),
+                    outputs::output_resource(key.kind),
+                )
+            {
                 let r = kube::runtime::reflector::ObjectRef::new_with(&key.name, ar)
                     .within(&key.namespace);
                 if let Some(cur) = store.get(&r) {
                     live.insert(key.clone(), Arc::new(live_value(key.kind, &cur)));
                 }
             }
-            place(ctx, rendered, &live, &Absent::default(), obj.clone(), hash).await
+            place(ctx, rendered, &live, &Absent::default(), d).await
         }
         None => Placed::Failed(format!(
             "the shared EnvoyFilter {gateway_ns}/{} was not rendered",
@@ -463,13 +466,13 @@ async fn place(
     rendered: &Rendered,
     live: &BTreeMap<ObjectKey, Arc<Value>>,
     absent: &Absent,
-    obj: Value,
-    hash: u64,
+    desired: &Desired,
 ) -> Placed {
-    let Some(key) = ObjectKey::of(&obj) else {
+    let (obj, hash) = (&desired.value, desired.hash);
+    let Some(key) = desired.key.clone() else {
         return Placed::Failed(format!(
             "packlight rendered an object of an unknown kind: {}",
-            outputs::str_at(&obj, "/kind").unwrap_or_default()
+            outputs::str_at(obj, "/kind").unwrap_or_default()
         ));
     };
     let Some(api) = dynamic_api(ctx, &key) else {
@@ -510,7 +513,7 @@ async fn place(
             if memo.get(&key).is_some_and(|(h, r)| *h == hash && r == rv) {
                 return Placed::Unchanged;
             }
-            if outputs::is_subset(&obj, cur) {
+            if outputs::is_subset(obj, cur) {
                 // Confirmed: the next reconcile needs no look inside.
                 memo.insert(key, (hash, rv.to_string()));
                 return Placed::Unchanged;
@@ -534,14 +537,14 @@ async fn place(
         }
     }
     let why = match &current {
-        Some(cur) => outputs::difference(&obj, cur).unwrap_or_default(),
+        Some(cur) => outputs::difference(obj, cur).unwrap_or_default(),
         None => "absent".to_string(),
     };
     let params = PatchParams::apply(FIELD_MANAGER)
         .force()
         .validation_strict();
     ctx.stats.applies.fetch_add(1, Ordering::Relaxed);
-    match api.patch(&key.name, &params, &Patch::Apply(&obj)).await {
+    match api.patch(&key.name, &params, &Patch::Apply(obj)).await {
         Ok(after) => {
             tracing::info!(object = %key, differs_at = %why, "applied");
             if let (Ok(mut m), Some(rv)) = (ctx.applied.lock(), after.resource_version()) {
