@@ -10,8 +10,10 @@
 //! plain `cargo test` works wherever Go is installed), or an already running
 //! bench named by `PACKLIGHT_TEST_KUBECONFIG`. Out: clients and namespaces.
 //! [`start_extra`] starts a second, independent bench for tests that need
-//! two clusters. [`mesh`] adds the Istio traffic bench: istiod and Envoy sidecars in
-//! network namespaces (root only; `docs/testing.md`).
+//! two clusters; [`install_crds`] installs a test's own CRDs (e.g.
+//! packlight's) and waits until they are served. [`mesh`] adds the Istio
+//! traffic bench: istiod and Envoy sidecars in network namespaces (root
+//! only; `docs/testing.md`).
 //!
 //! It never mocks, never skips a test when the bench is missing (it fails
 //! loudly), and is a dev-dependency only.
@@ -28,10 +30,12 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod crds;
 mod extra;
 pub mod mesh;
 mod namespace;
 
 pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
+pub use crds::install_crds;
 pub use extra::{ExtraBench, start_extra};
 pub use namespace::{TestNamespace, namespace};
