@@ -12,111 +12,25 @@
 //! `scripts/install-envoy`) and Chromium (`scripts/install-chromium`).
 //! It fails, never skips, when one is missing.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
-
-fn target_dir() -> PathBuf {
-    // target/debug/deps/browser-HASH -> target/debug
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-fn packlight() -> PathBuf {
-    if let Some(p) = std::env::var_os("PACKLIGHT_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = target_dir().join("packlight");
-    assert!(
-        p.is_file(),
-        "no packlight binary at {p:?}: run `cargo build -p packlight` or set PACKLIGHT_BIN"
-    );
-    p
-}
-
-fn envoy() -> PathBuf {
-    if let Some(p) = std::env::var_os("PACKLIGHT_ENVOY") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let p = Path::new(&home).join(".cache/packlight/envoy-venv/bin/envoy");
-    assert!(
-        p.is_file(),
-        "no Envoy: run scripts/install-envoy or set PACKLIGHT_ENVOY"
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `cmd` with stdout piped; returns the first line satisfying `want`.
-fn spawn_until(mut cmd: Command, want: impl Fn(&str) -> bool, secs: u64) -> (Proc, String) {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if want(&line) => return (proc, line),
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("not ready within {secs} s; printed {seen:?}"),
-        }
-    }
-}
+use fantoccini::{Client, Locator};
+use serde_json::Value;
+use support::{
+    apply, chromium, example, free_port, move_slider, open_editor, packlight, packlight_up,
+    screenshot, spawn_until, type_weights, version_input, wait_preview, wait_text, weights,
+};
 
 /// The httpbin example, with an ingress that serves `localhost` without
 /// login and rate limit (the test sends thousands of anonymous requests).
 fn example_dir() -> tempfile::TempDir {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/httpbin");
-    let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-        }
-    }
+    let dir = example("demo");
     std::fs::write(
         dir.path().join("ingress.yaml"),
         "apiVersion: packlight.dev/v1alpha1\nkind: IngressPolicy\nmetadata: {name: data, namespace: demo}\n\
@@ -126,74 +40,6 @@ fn example_dir() -> tempfile::TempDir {
     dir
 }
 
-async fn chromium(port: u16) -> Client {
-    let profile = tempfile::tempdir().unwrap().keep();
-    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-proxy-server",
-                     "--window-size=1280,1000",
-                     format!("--user-data-dir={}", profile.display())]
-        }
-    }))
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-        b.capabilities(caps.clone());
-        match b.connect(&format!("http://127.0.0.1:{port}")).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("chromedriver session: {e}"),
-        }
-    }
-}
-
-async fn screenshot(b: &Client, name: &str) {
-    let dir = target_dir().parent().unwrap().join("console-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    let png = b.screenshot().await.unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-}
-
-/// Waits (bounded) until the element's text satisfies `ok`; returns it.
-async fn wait_text(b: &Client, css: &str, ok: impl Fn(&str) -> bool, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Ok(e) = b.find(Locator::Css(css)).await
-            && let Ok(t) = e.text().await
-        {
-            if ok(&t) {
-                return t;
-            }
-            last = t;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what}: `{css}` never satisfied; last text {last:?}");
-}
-
-/// The Route as the engine has it.
-async fn route(http: &reqwest::Client, api: &str, token: &str) -> Value {
-    http.get(format!(
-        "{api}/apis/packlight.dev/v1alpha1/namespaces/demo/routes/httpbin"
-    ))
-    .bearer_auth(token)
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap()
-}
-
 fn programmed(r: &Value) -> bool {
     let g = &r["metadata"]["generation"];
     r["status"]["conditions"].as_array().is_some_and(|cs| {
@@ -201,21 +47,6 @@ fn programmed(r: &Value) -> bool {
             c["type"] == "Programmed" && c["status"] == "True" && &c["observedGeneration"] == g
         })
     })
-}
-
-fn weights(r: &Value) -> Vec<(String, u64)> {
-    r["spec"]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x.get("weight").is_some())
-        .map(|x| {
-            (
-                x["version"].as_str().unwrap().to_string(),
-                x["weight"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// Reads the traffic table from the page: version -> (req/s, total).
@@ -247,31 +78,13 @@ async fn page_rates(b: &Client) -> BTreeMap<String, (f64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
-    let bin = packlight();
-    let dir = example_dir();
-    let data = tempfile::tempdir().unwrap();
-    let (api_port, ingress) = (free_port(), free_port());
-    let mut up = Command::new(&bin);
-    up.arg("up")
-        .arg(dir.path())
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--ingress-port", &ingress.to_string()])
-        .args(["--api", &format!("127.0.0.1:{api_port}")])
-        .env("PACKLIGHT_ENVOY", envoy())
-        .env("PACKLIGHT_LOG", "warn")
-        .stderr(Stdio::inherit());
-    let (_up, _) = spawn_until(up, |l| l == "packlight: ready", 120);
-    let api = format!("http://127.0.0.1:{api_port}");
-    let token = std::fs::read_to_string(data.path().join("token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let ingress = free_port();
+    let up = packlight_up(example_dir(), ingress);
 
-    let mut console = Command::new(&bin);
+    let mut console = Command::new(packlight());
     console
         .args(["console", "--listen", "127.0.0.1:0", "--standalone"])
-        .arg(format!("{api}#{}", data.path().join("token").display()))
+        .arg(format!("{}#{}", up.api, up.token_file.display()))
         .env("PACKLIGHT_LOG", "warn")
         .stderr(Stdio::inherit());
     let (_console, line) = spawn_until(console, |l| l.starts_with("packlight console: "), 30);
@@ -289,16 +102,7 @@ async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
         401
     );
 
-    let driver_port = free_port();
-    let _driver = Proc(
-        Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver: run scripts/install-chromium"),
-    );
-    let b = chromium(driver_port).await;
+    let (_driver, b) = chromium().await;
 
     // Overview: the engine, up, with its counts.
     b.goto(&login).await.unwrap();
@@ -320,26 +124,13 @@ async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
     screenshot(&b, "services").await;
 
     // Route editor: move the 1.0 slider 30 steps left; 1.1 follows.
-    b.goto(&format!("{base}/c/0/routes/demo/httpbin/edit"))
-        .await
-        .unwrap();
-    wait_text(&b, "#validation", |t| t.contains("valid"), "first check").await;
-    let slider = b
-        .find(Locator::Css("input.slider[data-version='1.0']"))
-        .await
-        .unwrap();
-    slider.click().await.unwrap();
-    // A click lands mid-track; Home then 50 right arrows is 50 exactly.
-    let keys: String = std::iter::once(Key::Home.to_string())
-        .chain(std::iter::repeat_n(Key::Right.to_string(), 50))
-        .collect();
-    slider.send_keys(&keys).await.unwrap();
+    open_editor(&b, &base, "demo").await;
+    move_slider(&b, "1.0", 50).await;
     let w = |v: &'static str| {
         let b = b.clone();
         async move {
-            b.find(Locator::Css(&format!("input.weight[data-version='{v}']")))
+            version_input(&b, "weight", v)
                 .await
-                .unwrap()
                 .prop("value")
                 .await
                 .unwrap()
@@ -347,33 +138,21 @@ async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
         }
     };
     assert_eq!((w("1.0").await, w("1.1").await), ("50".into(), "50".into()));
-    wait_text(
-        &b,
-        "#preview",
-        |t| t.contains("1.0 50%, 1.1 50%"),
-        "preview of the 50/50 edit",
-    )
-    .await;
+    wait_preview(&b, 50, 50).await;
     let diff = wait_text(&b, "#diff", |t| t.contains("+"), "diff").await;
     assert!(
         diff.contains("weight: 80") && diff.contains("weight: 50"),
         "{diff}"
     );
     screenshot(&b, "route-editor").await;
-    b.find(Locator::Css("#apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let result = wait_text(&b, "#results", |t| !t.is_empty(), "apply result").await;
+    let result = apply(&b, |t| !t.is_empty(), "apply result").await;
     assert!(
         result.contains("applied") && result.contains("configured"),
         "{result}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let applied = loop {
-        let r = route(&http, &api, &token).await;
+        let r = up.route("demo").await;
         if programmed(&r) && weights(&r)[..2] == [("1.0".into(), 50), ("1.1".into(), 50)] {
             break r;
         }
@@ -489,18 +268,8 @@ async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
 
     // Invalid edit: 60/30 typed in. The model's diagnostic is shown; the
     // apply is refused and the Route stays as it was.
-    b.goto(&format!("{base}/c/0/routes/demo/httpbin/edit"))
-        .await
-        .unwrap();
-    wait_text(&b, "#validation", |t| t.contains("valid"), "first check").await;
-    for (v, n) in [("1.0", "60"), ("1.1", "30")] {
-        let f = b
-            .find(Locator::Css(&format!("input.weight[data-version='{v}']")))
-            .await
-            .unwrap();
-        f.clear().await.unwrap();
-        f.send_keys(n).await.unwrap();
-    }
+    open_editor(&b, &base, "demo").await;
+    type_weights(&b, &[("1.0", "60"), ("1.1", "30")]).await;
     let diag = wait_text(
         &b,
         "#diagnostics",
@@ -509,16 +278,10 @@ async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
     )
     .await;
     assert!(diag.contains("spec.rules"), "{diag}");
-    b.find(Locator::Css("#apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let result = wait_text(&b, "#results", |t| !t.is_empty(), "refused apply").await;
+    let result = apply(&b, |t| !t.is_empty(), "refused apply").await;
     assert!(result.contains("not applied"), "{result}");
     screenshot(&b, "invalid-edit").await;
-    let after = route(&http, &api, &token).await;
+    let after = up.route("demo").await;
     assert_eq!(
         after["metadata"]["generation"],
         applied["metadata"]["generation"]
