@@ -5,7 +5,6 @@
 //! API server on each case.
 
 use std::process::Command;
-use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -32,39 +31,15 @@ fn documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Installs the CRDs `packlight crds` prints (so the printed form is what
+/// the API server accepts).
 async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crds = documents(&packlight(&["crds"]));
+    let crds: Vec<CustomResourceDefinition> = documents(&packlight(&["crds"]))
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()?;
     assert_eq!(crds.len(), 6);
-    for crd in &crds {
-        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-        api.patch(
-            name,
-            &PatchParams::apply("packlight-test").force(),
-            &Patch::Apply(crd),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("CRD {name} refused: {e}"))?;
-    }
-    for crd in &crds {
-        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-        let mut established = false;
-        for _ in 0..100 {
-            let got = api.get(name).await?;
-            established = got
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(established, "CRD {name} not Established");
-    }
-    Ok(())
+    packlight_testenv::install_crds(client, &crds).await
 }
 
 async fn apply(client: &kube::Client, ns: &str, obj: &Value) -> Result<(), String> {

@@ -473,15 +473,9 @@ async fn a_programmed_ingress_policy_has_the_gateways_shared_filters() -> anyhow
     let mut config = h.config();
     config.render.gateway_namespace = gateway.name().to_string();
     let mut op = h.spawn(config);
+    h.apply(MICROSERVICE).await?;
     h.apply(
         r#"
-apiVersion: packlight.dev/v1alpha1
-kind: Microservice
-metadata: {name: httpbin}
-spec:
-  port: 8000
-  versions: [{version: "1.0", image: "example/httpbin:1.0"}]
----
 apiVersion: packlight.dev/v1alpha1
 kind: IngressPolicy
 metadata: {name: data}

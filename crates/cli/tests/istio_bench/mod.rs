@@ -3,11 +3,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use packlight_testenv::TestEnv;
 
 pub const PACKLIGHT: &str = env!("CARGO_BIN_EXE_packlight");
@@ -45,27 +41,8 @@ impl Drop for Operator {
 
 /// Applies packlight's CRDs and waits until each is Established.
 pub async fn install_crds(env: &TestEnv) {
-    let api: Api<CustomResourceDefinition> = Api::all(env.client().expect("client"));
-    let pp = PatchParams::apply("packlight-test").force();
-    for crd in packlight_api::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &pp, &Patch::Apply(&crd))
-            .await
-            .expect("CRD");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = api.get(&name).await.expect("CRD");
-            let established = got
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(Instant::now() < deadline, "CRD {name} not Established");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let client = env.client().expect("client");
+    packlight_testenv::install_crds(&client, &packlight_api::crds())
+        .await
+        .expect("packlight's CRDs");
 }

@@ -14,7 +14,6 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use packlight_operator::{Operator, OperatorConfig, Stats, outputs};
@@ -88,36 +87,6 @@ pub fn documents(yaml: &str) -> Vec<Value> {
         .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
         .filter(|v: &Value| !v.is_null())
         .collect()
-}
-
-async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply("packlight-test").force();
-    let crds = packlight_api::crds();
-    for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &pp, &Patch::Apply(crd))
-            .await
-            .with_context(|| format!("CRD {name}"))?;
-    }
-    for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        eventually(
-            &format!("CRD {name} Established"),
-            Duration::from_secs(20),
-            || async {
-                let got = api.get(&name).await?;
-                Ok(got
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True"))
-            },
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// The ClusterRole of `deploy/rbac.yaml`.
@@ -301,7 +270,7 @@ impl Harness {
     pub async fn setup(hint: &str) -> anyhow::Result<Harness> {
         let ns = packlight_testenv::namespace(hint).await?;
         let admin = ns.client();
-        install_crds(&admin).await?;
+        packlight_testenv::install_crds(&admin, &packlight_api::crds()).await?;
 
         let pp = PatchParams::apply("packlight-test").force();
         let role = cluster_role()?;
