@@ -44,7 +44,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -189,17 +189,9 @@ impl Drop for Up {
     }
 }
 
-fn envoy() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PACKLIGHT_ENVOY") {
-        return Some(PathBuf::from(p));
-    }
-    let p = PathBuf::from(std::env::var_os("HOME")?).join(".cache/packlight/envoy-venv/bin/envoy");
-    p.is_file().then_some(p)
-}
-
 /// Starts `packlight up` and waits for `packlight: ready`.
 fn start(work: &Path, api_port: u16, ingress_port: u16) -> anyhow::Result<(Up, Duration, String)> {
-    let envoy = envoy().context("no Envoy: set PACKLIGHT_ENVOY")?;
+    let envoy = packlight_testenv::envoy()?;
     let log = std::fs::File::create(work.join("packlight.log"))?;
     let t0 = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_packlight"))

@@ -11,7 +11,8 @@
 //! bench named by `PACKLIGHT_TEST_KUBECONFIG`. Out: clients and namespaces.
 //! [`start_extra`] starts a second, independent bench for tests that need
 //! two clusters; [`install_crds`] installs a test's own CRDs (e.g.
-//! packlight's) and waits until they are served. [`mesh`] adds the Istio
+//! packlight's) and waits until they are served; [`envoy`] finds (or
+//! installs) the real Envoy binary the engine tests run. [`mesh`] adds the Istio
 //! traffic bench: istiod and Envoy sidecars in network namespaces (root
 //! only; `docs/testing.md`).
 //!
@@ -31,11 +32,13 @@
 
 mod bench;
 mod crds;
+mod envoy;
 mod extra;
 pub mod mesh;
 mod namespace;
 
 pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
 pub use crds::install_crds;
+pub use envoy::envoy;
 pub use extra::{ExtraBench, start_extra};
 pub use namespace::{TestNamespace, namespace};

@@ -33,38 +33,9 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-/// Real Envoy: `PACKLIGHT_ENVOY`, else `envoy` on PATH, else the venv of
-/// `scripts/install-envoy` (installed on demand; never skips).
+/// Real Envoy (installed on demand; never skips).
 pub fn envoy() -> PathBuf {
-    if let Ok(p) = std::env::var("PACKLIGHT_ENVOY") {
-        return PathBuf::from(p);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("envoy");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    let cache = std::env::var_os("PACKLIGHT_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/packlight")))
-        .unwrap_or_default();
-    let p = cache.join("envoy-venv/envoy");
-    if p.exists() {
-        return p;
-    }
-    let script = root().join("scripts/install-envoy");
-    match Command::new(&script).output() {
-        Ok(o) if o.status.success() => {
-            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
-        }
-        other => panic!(
-            "real Envoy not found and {} failed: {other:?}",
-            script.display()
-        ),
-    }
+    packlight_testenv::envoy().expect("real Envoy")
 }
 
 fn pack<T: Message + Name>(m: &T) -> Any {

