@@ -687,6 +687,7 @@ impl Engine {
             let cert = self.cert(st, &names::spiffe_id(&opts.trust_domain, &svc))?;
             todo.push((node, svc, ports, cert));
         }
+        let t0 = Instant::now();
         // Translation is CPU work per proxy: spread over the cores.
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -701,6 +702,7 @@ impl Engine {
                     scope.spawn(move || {
                         part.iter()
                             .map(|(node, svc, ports, cert)| -> Result<_, EngineError> {
+                                let t = Instant::now();
                                 let cfg = packlight_xds::sidecar(mesh, svc, ports, opts_ref)?;
                                 let secrets = packlight_xds::secrets(
                                     opts_ref,
@@ -708,7 +710,15 @@ impl Engine {
                                     &cert.key_pem,
                                     ca_ref,
                                 );
-                                Ok((node.clone(), xds.set(node, Snapshot::new(cfg, secrets))))
+                                let translated = t.elapsed();
+                                let generation = xds.set(node, Snapshot::new(cfg, secrets));
+                                tracing::trace!(
+                                    node,
+                                    translate_ms = ms(translated),
+                                    set_ms = ms(t.elapsed() - translated),
+                                    "proxy translated and set"
+                                );
+                                Ok((node.clone(), generation))
                             })
                             .collect::<Result<Vec<_>, EngineError>>()
                     })
@@ -728,6 +738,7 @@ impl Engine {
         for part in parts {
             expected.extend(part?);
         }
+        let t_sidecars = t0.elapsed();
         if st.ingress.is_some() {
             let cfg = packlight_xds::ingress_gateway(&st.model.mesh, &opts)?;
             let cert = self.cert(st, &names::ingress_spiffe_id(&opts.trust_domain))?;
@@ -746,6 +757,8 @@ impl Engine {
         tracing::debug!(
             proxies = expected.len(),
             skipped,
+            sidecars_ms = ms(t_sidecars),
+            gateway_ms = ms(t0.elapsed() - t_sidecars),
             "proxies translated and set"
         );
         st.expected = expected;
