@@ -95,7 +95,7 @@ fn main() {
         pages::services("csrf", &snaps).into_string()
     });
     measure("policies page", 20, || {
-        packlight_console::policies::cluster_policies(&snaps[0]).into_string()
+        packlight_console::policies::cluster_policies(0, &snaps[0]).into_string()
     });
     println!("peak RSS {:.1} MB", peak_rss_mb());
 }

@@ -252,6 +252,8 @@ pub struct Unsettled {
     pub id: String,
     /// `Accepted=False (Invalid): message` or `Programmed=False (Pending)`.
     pub why: String,
+    /// `plural/ns/name`, the tail of its YAML page's path.
+    pub path: String,
 }
 
 /// `metadata.namespace` and `metadata.name`.
@@ -271,6 +273,23 @@ pub fn condition<'a>(v: &'a Value, kind: &str) -> Option<&'a Value> {
 }
 
 impl Snapshot {
+    /// An answering standalone cluster `c` holding `objects` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn up(objects: Vec<(&str, Value)>) -> Snapshot {
+        let mut by_plural: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for (plural, o) in objects {
+            by_plural.entry(plural.to_string()).or_default().push(o);
+        }
+        Snapshot {
+            cluster: "c".into(),
+            engine: "standalone",
+            reach: Reach::Up {
+                version: "0.1.0".into(),
+            },
+            objects: by_plural,
+        }
+    }
+
     /// Objects of one plural.
     pub fn list(&self, plural: &str) -> &[Value] {
         self.objects.get(plural).map(Vec::as_slice).unwrap_or(&[])
@@ -309,9 +328,12 @@ impl Snapshot {
 
     /// The Route named `ns/name`.
     pub fn route(&self, ns: &str, name: &str) -> Option<&Value> {
-        self.list("routes")
-            .iter()
-            .find(|r| ns_name(r) == (ns, name))
+        self.get("routes", ns, name)
+    }
+
+    /// The object of `plural` named `ns/name`.
+    pub fn get(&self, plural: &str, ns: &str, name: &str) -> Option<&Value> {
+        self.list(plural).iter().find(|r| ns_name(r) == (ns, name))
     }
 
     /// How many policies of every kind.
@@ -351,6 +373,7 @@ impl Snapshot {
                     out.push(Unsettled {
                         id: format!("{kind} {ns}/{name}"),
                         why,
+                        path: format!("{plural}/{ns}/{name}"),
                     });
                 }
             }
@@ -468,5 +491,6 @@ mod tests {
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].id, "Route a/bad");
         assert!(u[0].why.contains("sum 90"));
+        assert_eq!(u[0].path, "routes/a/bad");
     }
 }

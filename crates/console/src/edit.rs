@@ -188,6 +188,34 @@ pub(crate) fn store_text(snap: &Snapshot, except: (&str, &str, &str)) -> String 
     out
 }
 
+/// Validates `text` (YAML, the file `console`) in place of the resource
+/// `(kind, ns, name)` of `snap`, with every other resource of `snap`: the
+/// model, and the diagnostics about the edited text (with line and column
+/// in it) or about that resource.
+pub fn validate(
+    snap: &Snapshot,
+    (kind, ns, name): (&str, &str, &str),
+    text: &str,
+) -> (packlight_model::Model, Vec<Diagnostic>) {
+    let store = store_text(snap, (kind, ns, name));
+    let (model, _) = packlight_model::load(
+        &[(Some("store"), store.as_str()), (Some("console"), text)],
+        ns,
+    );
+    let diagnostics: Vec<Diagnostic> = model
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.file.as_deref() == Some("console")
+                || (d.kind.as_deref() == Some(kind)
+                    && d.namespace.as_deref() == Some(ns)
+                    && d.name.as_deref() == Some(name))
+        })
+        .cloned()
+        .collect();
+    (model, diagnostics)
+}
+
 /// Validates `edit` of `route` with the rest of `snap` and previews it.
 pub fn check(snap: &Snapshot, route: &Value, edit: &Edit) -> Check {
     let (ns, name) = ns_name(route);
@@ -205,25 +233,7 @@ pub fn check(snap: &Snapshot, route: &Value, edit: &Edit) -> Check {
         }
     };
     let after = serde_yaml::to_string(&obj).unwrap_or_default();
-    let store = store_text(snap, ("Route", ns, name));
-    let (model, _) = packlight_model::load(
-        &[
-            (Some("store"), store.as_str()),
-            (Some("console"), after.as_str()),
-        ],
-        ns,
-    );
-    let diagnostics: Vec<Diagnostic> = model
-        .diagnostics
-        .iter()
-        .filter(|d| {
-            d.file.as_deref() == Some("console")
-                || (d.kind.as_deref() == Some("Route")
-                    && d.namespace.as_deref() == Some(ns)
-                    && d.name.as_deref() == Some(name))
-        })
-        .cloned()
-        .collect();
+    let (model, diagnostics) = validate(snap, ("Route", ns, name), &after);
     let service = obj["spec"]["service"].as_str().unwrap_or("");
     let table = model
         .mesh
@@ -271,8 +281,6 @@ pub fn describe(d: &Decision) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::Reach;
-    use std::collections::BTreeMap;
 
     fn snap() -> (Snapshot, Value) {
         let ms = json!({"apiVersion": "packlight.dev/v1alpha1", "kind": "Microservice",
@@ -284,18 +292,8 @@ mod tests {
             "spec": {"service": "web", "rules": [
                 {"version": "1.0", "weight": 80}, {"version": "1.1", "weight": 20},
                 {"version": "2.0", "matches": [{"headers": {"gray": {"exact": "1"}}}]}]}});
-        let mut objects = BTreeMap::new();
-        objects.insert("microservices".to_string(), vec![ms]);
-        objects.insert("routes".to_string(), vec![route.clone()]);
         (
-            Snapshot {
-                cluster: "c".into(),
-                engine: "standalone",
-                reach: Reach::Up {
-                    version: "0.1.0".into(),
-                },
-                objects,
-            },
+            Snapshot::up(vec![("microservices", ms), ("routes", route.clone())]),
             route,
         )
     }

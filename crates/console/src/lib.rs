@@ -29,6 +29,7 @@ pub mod kubernetes;
 pub mod pages;
 pub mod policies;
 mod server;
+pub mod yaml;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -84,7 +84,8 @@ pub fn overview(csrf: &str, snaps: &[Snapshot]) -> Markup {
                                 td.unsettled {
                                     @let u = s.unsettled();
                                     @if u.is_empty() { "none" } @else {
-                                        ul { @for x in &u { li { b { (x.id) } ": " (x.why) } } }
+                                        ul { @for x in &u { li { b { (x.id) } ": " (x.why)
+                                            " " a.yaml href={ "/c/" (i) "/yaml/" (x.path) } { "YAML" } } } }
                                     }
                                     " " a href={ "/c/" (i) "/traffic" } { "traffic" }
                                 }
@@ -119,6 +120,14 @@ fn conditions(o: &Value) -> Markup {
     }
 }
 
+/// The link to the YAML editor of a resource.
+pub fn yaml_link(cluster: usize, plural: &str, ns: &str, name: &str) -> Markup {
+    html! {
+        a.yaml href={ "/c/" (cluster) "/yaml/" (plural) "/" (ns) "/" (name) }
+            data-resource={ (plural) "/" (ns) "/" (name) } { "YAML" }
+    }
+}
+
 /// One service on one cluster: versions, split bars, match rules,
 /// conditions.
 fn service_cell(cluster: usize, ms: &Value, route: Option<&Value>) -> Markup {
@@ -128,8 +137,9 @@ fn service_cell(cluster: usize, ms: &Value, route: Option<&Value>) -> Markup {
         .flatten()
         .filter_map(|v| v["version"].as_str())
         .collect();
+    let (ns, name) = ns_name(ms);
     html! {
-        div.versions { "versions: " (versions.join(", ")) }
+        div.versions { "versions: " (versions.join(", ")) " " (yaml_link(cluster, "microservices", ns, name)) }
         (conditions(ms))
         @match route {
             None => { div.noroute { "no Route: every version serves" } }
@@ -145,6 +155,7 @@ fn service_cell(cluster: usize, ms: &Value, route: Option<&Value>) -> Markup {
                 (conditions(r))
                 @let (ns, name) = ns_name(r);
                 a.edit href={ "/c/" (cluster) "/routes/" (ns) "/" (name) "/edit" } { "edit Route" }
+                " " (yaml_link(cluster, "routes", ns, name))
             }
         }
     }
@@ -318,6 +329,37 @@ pub fn editor(
     layout(csrf, &format!("Route {ns}/{name}"), clusters, body)
 }
 
+/// The YAML editor of one resource: the text, Check and Apply. `base` is
+/// the page's path.
+pub fn yaml_editor(
+    csrf: &str,
+    clusters: &[String],
+    cluster: usize,
+    base: &str,
+    title: &str,
+    text: &str,
+) -> Markup {
+    let lines = text.lines().count() + 3;
+    let body = html! {
+        p { "On " b { (clusters.get(cluster).map(String::as_str).unwrap_or("")) }
+            ": apiVersion, kind, metadata and spec (no status). Check validates the text with "
+            "every other resource of the cluster; Apply validates again and applies only when "
+            "there is no error." }
+        form #edit hx-post={ (base) "/check" } hx-trigger="load" hx-target="#check" {
+            input type="hidden" name="csrf" value=(csrf);
+            textarea #yaml name="yaml" rows=(lines) cols="80" spellcheck="false" { (text) }
+            div {
+                button #check-button type="button" hx-post={ (base) "/check" } hx-target="#check" { "Check" }
+                " "
+                button #apply type="button" hx-post={ (base) "/apply" } hx-target="#result" { "Apply" }
+            }
+        }
+        div #result {}
+        div #check {}
+    };
+    layout(csrf, title, clusters, body)
+}
+
 fn diagnostic(d: &Diagnostic) -> Markup {
     html! {
         li.diagnostic.error[d.is_error()].warning[!d.is_error()] {
@@ -338,10 +380,10 @@ pub fn check(c: &Check) -> Markup {
                 ul #diagnostics { @for d in &c.diagnostics { (diagnostic(d)) } }
             }
         }
-        section {
+        @if !c.preview.is_empty() { section {
             h2 { "Preview" }
             table #preview { @for (s, o) in &c.preview { tr { td { code { (s) } } td.goes { (o) } } } }
-        }
+        } }
         section {
             h2 { "Diff" }
             pre #diff { @for l in diff::lines(&c.before, &c.after) {

@@ -11,7 +11,7 @@ use packlight_model::ir::{Mesh, ServiceKey};
 
 use crate::Console;
 use crate::cluster::Snapshot;
-use crate::pages::layout;
+use crate::pages::{layout, yaml_link};
 
 fn key(k: &ServiceKey) -> String {
     format!("{}/{}", k.namespace, k.name)
@@ -28,8 +28,9 @@ pub fn mesh_of(snap: &Snapshot) -> Mesh {
     model.mesh
 }
 
-/// One cluster's policies.
-pub fn cluster_policies(snap: &Snapshot) -> Markup {
+/// One cluster's policies; `cluster` is its index (for the links to each
+/// policy's YAML editor).
+pub fn cluster_policies(cluster: usize, snap: &Snapshot) -> Markup {
     if !snap.is_up() {
         return html! { p.error { (snap.cluster) " is down" } };
     }
@@ -67,6 +68,15 @@ pub fn cluster_policies(snap: &Snapshot) -> Markup {
                 tr { td { (key(k)) } td { @if s.policy.egress.is_empty() { "none" } @else { code { (json(&s.policy.egress)) } } } }
             } } }
         }
+        h3 { "Policy resources" }
+        ul.policy-resources {
+            @for (plural, kind) in packlight_client::KINDS { @if plural.ends_with("policies") {
+                @for o in snap.list(plural) {
+                    @let (ns, name) = crate::cluster::ns_name(o);
+                    li { (kind) " " (ns) "/" (name) " " (yaml_link(cluster, plural, ns, name)) }
+                }
+            } }
+        }
         h3 { "Ingress" }
         @for (id, ing) in &mesh.ingresses {
             div.ingress {
@@ -91,6 +101,6 @@ pub async fn page(State(console): State<Arc<Console>>) -> Markup {
         &console.csrf,
         "Policies",
         &names,
-        html! { @for s in &snaps { (cluster_policies(s)) } },
+        html! { @for (i, s) in snaps.iter().enumerate() { (cluster_policies(i, s)) } },
     )
 }

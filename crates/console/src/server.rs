@@ -14,7 +14,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use maud::Markup;
 
 use crate::cluster::Snapshot;
-use crate::edit::{Edit, check};
+use crate::edit::{Check, Edit, check};
 use crate::pages::{self, ApplyReport, Target};
 use crate::{Console, auth};
 
@@ -30,6 +30,15 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/c/{cluster}/routes/{ns}/{name}/edit", get(edit_page))
         .route("/c/{cluster}/routes/{ns}/{name}/check", post(edit_check))
         .route("/c/{cluster}/routes/{ns}/{name}/apply", post(edit_apply))
+        .route("/c/{cluster}/yaml/{plural}/{ns}/{name}", get(yaml_page))
+        .route(
+            "/c/{cluster}/yaml/{plural}/{ns}/{name}/check",
+            post(yaml_check),
+        )
+        .route(
+            "/c/{cluster}/yaml/{plural}/{ns}/{name}/apply",
+            post(yaml_apply),
+        )
         .route("/c/{cluster}/traffic", get(traffic_page))
         .route("/c/{cluster}/traffic/events", get(traffic_events))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -200,42 +209,141 @@ async fn edit_apply(
             continue;
         };
         let snap = c.snapshot().await;
-        let report = if !snap.is_up() {
-            match &snap.reach {
-                crate::Reach::Down { error } => ApplyReport::Failed(error.clone()),
-                crate::Reach::Up { .. } => ApplyReport::Failed(String::new()),
-            }
-        } else {
-            match snap.route(&ns, &name) {
-                None => ApplyReport::Failed(format!("no Route {ns}/{name} there")),
-                Some(route) => {
-                    let checked = check(&snap, route, &edit);
-                    if checked.has_errors() {
-                        ApplyReport::Invalid(checked.diagnostics)
-                    } else {
-                        match c
-                            .apply(&checked.after, "console", false, force.contains(&j))
-                            .await
-                        {
-                            Ok(a) => ApplyReport::Done(a),
-                            Err(e) => ApplyReport::Failed(e),
-                        }
-                    }
-                }
-            }
-        };
-        tracing::info!(
-            cluster = %c.name,
-            kind = "Route",
-            namespace = %ns,
-            name = %name,
-            force = force.contains(&j),
-            "console apply"
-        );
+        let checked = snap
+            .route(&ns, &name)
+            .map(|route| check(&snap, route, &edit))
+            .ok_or_else(|| format!("no Route {ns}/{name} there"));
+        let id = ("Route", ns.as_str(), name.as_str());
+        let report = apply_checked(c, &snap, checked, id, force.contains(&j)).await;
         results.push((j, c.name.clone(), report));
     }
     let apply = format!("/c/{cluster}/routes/{ns}/{name}/apply");
     pages::applied(&apply, &results).into_response()
+}
+
+/// Applies a checked edit of `(kind, ns, name)` on `c` (read as `snap`):
+/// nothing when the cluster is down, the resource is gone or the edit has
+/// an error.
+async fn apply_checked(
+    c: &crate::Cluster,
+    snap: &Snapshot,
+    checked: Result<Check, String>,
+    (kind, ns, name): (&str, &str, &str),
+    force: bool,
+) -> ApplyReport {
+    let report = match (&snap.reach, checked) {
+        (crate::Reach::Down { error }, _) => ApplyReport::Failed(error.clone()),
+        (_, Err(e)) => ApplyReport::Failed(e),
+        (_, Ok(checked)) if checked.has_errors() || checked.object.is_none() => {
+            ApplyReport::Invalid(checked.diagnostics)
+        }
+        (_, Ok(checked)) => match c.apply(&checked.after, "console", false, force).await {
+            Ok(a) => ApplyReport::Done(a),
+            Err(e) => ApplyReport::Failed(e),
+        },
+    };
+    tracing::info!(cluster = %c.name, kind, namespace = %ns, name = %name, force, "console apply");
+    report
+}
+
+type YamlPath = Path<(usize, String, String, String)>;
+
+/// The cluster, its snapshot, the kind and the object of a YAML page.
+async fn yaml_target(
+    console: &Console,
+    (cluster, plural, ns, name): &(usize, String, String, String),
+) -> Result<(Snapshot, &'static str, serde_json::Value), Response> {
+    let Some(c) = console.clusters.get(*cluster) else {
+        return Err(not_found(console, "no such cluster"));
+    };
+    let Some(kind) = crate::yaml::kind_of(plural) else {
+        return Err(not_found(
+            console,
+            &format!("{plural:?} is not a packlight kind"),
+        ));
+    };
+    let snap = c.snapshot().await;
+    match snap.get(plural, ns, name).cloned() {
+        Some(obj) => Ok((snap, kind, obj)),
+        None => Err(not_found(
+            console,
+            &format!("no {kind} {ns}/{name} on {}", c.name),
+        )),
+    }
+}
+
+fn yaml_field(form: &[(String, String)]) -> &str {
+    form.iter()
+        .find(|(k, _)| k == "yaml")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+async fn yaml_page(State(console): Shared, Path(p): YamlPath) -> Response {
+    let (_, kind, obj) = match yaml_target(&console, &p).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (cluster, plural, ns, name) = &p;
+    pages::yaml_editor(
+        &console.csrf,
+        &names(&console),
+        *cluster,
+        &format!("/c/{cluster}/yaml/{plural}/{ns}/{name}"),
+        &format!("{kind} {ns}/{name}"),
+        &crate::yaml::text(&obj, kind),
+    )
+    .into_response()
+}
+
+/// A YAML page's POST: the CSRF token, then the edited text checked
+/// against the cluster as it is now.
+async fn yaml_checked(
+    console: &Console,
+    p: &(usize, String, String, String),
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<(Snapshot, &'static str, Check), Response> {
+    if !auth::csrf_ok(console, headers, form) {
+        return Err(forbidden());
+    }
+    let (snap, kind, obj) = yaml_target(console, p).await?;
+    let checked = crate::yaml::check(&snap, kind, &obj, yaml_field(form));
+    Ok((snap, kind, checked))
+}
+
+async fn yaml_check(
+    State(console): Shared,
+    Path(p): YamlPath,
+    headers: HeaderMap,
+    Form(form): FormFields,
+) -> Response {
+    match yaml_checked(&console, &p, &headers, &form).await {
+        Ok((_, _, checked)) => pages::check(&checked).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn yaml_apply(
+    State(console): Shared,
+    Path(p): YamlPath,
+    headers: HeaderMap,
+    Form(form): FormFields,
+) -> Response {
+    let (snap, kind, checked) = match yaml_checked(&console, &p, &headers, &form).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (cluster, plural, ns, name) = &p;
+    let Some(c) = console.clusters.get(*cluster) else {
+        return not_found(&console, "no such cluster");
+    };
+    let force = form
+        .iter()
+        .any(|(k, v)| k == "force" && *v == cluster.to_string());
+    let report = apply_checked(c, &snap, Ok(checked), (kind, ns, name), force).await;
+    let apply = format!("/c/{cluster}/yaml/{plural}/{ns}/{name}/apply");
+    pages::applied(&apply, &[(*cluster, c.name.clone(), report)]).into_response()
 }
 
 async fn traffic_page(State(console): Shared, Path(cluster): Path<usize>) -> Response {

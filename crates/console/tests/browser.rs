@@ -15,7 +15,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,8 +22,8 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, Locator};
 use serde_json::Value;
 use support::{
-    apply, chromium, example, free_port, move_slider, open_editor, packlight, packlight_up,
-    screenshot, spawn_until, type_weights, version_input, wait_preview, wait_text, weights,
+    apply, chromium, example, free_port, move_slider, open_editor, packlight_up, screenshot,
+    type_weights, version_input, wait_preview, wait_text, weights,
 };
 
 /// The httpbin example, with an ingress that serves `localhost` without
@@ -81,15 +80,7 @@ async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
     let ingress = free_port();
     let up = packlight_up(example_dir(), ingress);
 
-    let mut console = Command::new(packlight());
-    console
-        .args(["console", "--listen", "127.0.0.1:0", "--standalone"])
-        .arg(format!("{}#{}", up.api, up.token_file.display()))
-        .env("PACKLIGHT_LOG", "warn")
-        .stderr(Stdio::inherit());
-    let (_console, line) = spawn_until(console, |l| l.starts_with("packlight console: "), 30);
-    let login = line.trim_start_matches("packlight console: ").to_string();
-    let base = login.split("/login").next().unwrap().to_string();
+    let (_console, login, base) = up.console();
 
     // Without the token the console answers 401.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

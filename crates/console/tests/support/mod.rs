@@ -3,7 +3,9 @@
 //! example, a headless Chromium under chromedriver, and the steps taken in
 //! the console's pages (wait for a text, click, type weights, move a
 //! slider, apply). Every helper here is used by both test binaries, so none
-//! is dead code in either; a helper one file alone needs stays in it.
+//! is dead code in either (but `Up::console`, which `kubernetes.rs` does
+//! not need); a helper one file alone needs stays in it. `yaml.rs` uses a
+//! few of them.
 //!
 //! Nothing here skips: a missing binary, Envoy or Chromium is a panic that
 //! says how to install it.
@@ -147,6 +149,23 @@ pub fn packlight_up(example: tempfile::TempDir, ingress_port: u16) -> Up {
 }
 
 impl Up {
+    /// `packlight console` on this engine, on a free port: the process,
+    /// the login URL (with the token) and the base URL. (`kubernetes.rs`
+    /// runs its console in the test process instead.)
+    #[allow(dead_code)]
+    pub fn console(&self) -> (Proc, String, String) {
+        let mut console = Command::new(packlight());
+        console
+            .args(["console", "--listen", "127.0.0.1:0", "--standalone"])
+            .arg(format!("{}#{}", self.api, self.token_file.display()))
+            .env("PACKLIGHT_LOG", "warn")
+            .stderr(Stdio::inherit());
+        let (process, line) = spawn_until(console, |l| l.starts_with("packlight console: "), 30);
+        let login = line.trim_start_matches("packlight console: ").to_string();
+        let base = login.split("/login").next().unwrap().to_string();
+        (process, login, base)
+    }
+
     /// Its API token.
     pub fn token(&self) -> String {
         std::fs::read_to_string(&self.token_file)
@@ -157,12 +176,17 @@ impl Up {
 
     /// The Route `ns/httpbin` as the engine has it.
     pub async fn route(&self, ns: &str) -> Value {
+        self.get("routes", ns, "httpbin").await
+    }
+
+    /// The object `PLURAL ns/name` as the engine's API returns it.
+    pub async fn get(&self, plural: &str, ns: &str, name: &str) -> Value {
         reqwest::Client::builder()
             .no_proxy()
             .build()
             .unwrap()
             .get(format!(
-                "{}/apis/packlight.dev/v1alpha1/namespaces/{ns}/routes/httpbin",
+                "{}/apis/packlight.dev/v1alpha1/namespaces/{ns}/{plural}/{name}",
                 self.api
             ))
             .bearer_auth(self.token())
