@@ -359,24 +359,28 @@ fn owner_uid(obj: &Value) -> Option<&str> {
 /// is the one it has (its source was not replaced by one of the same
 /// name).
 fn owner_is_current(obj: &Value, sources: &BTreeMap<ResourceId, SourceMeta>) -> bool {
-    let expected = outputs::source_of(obj)
-        .filter(|s| outputs::str_at(obj, "/metadata/namespace") == Some(s.namespace.as_str()))
-        .and_then(|s| sources.get(&s))
-        .map(|m| m.uid.as_str());
-    expected == owner_uid(obj)
+    owner_of(obj, sources).map(|(_, m)| m.uid.as_str()) == owner_uid(obj)
+}
+
+/// The source resource that owns the object, when it is in the object's
+/// namespace (owner references cannot cross namespaces), with its meta.
+fn owner_of<'a>(
+    obj: &Value,
+    sources: &'a BTreeMap<ResourceId, SourceMeta>,
+) -> Option<(ResourceId, &'a SourceMeta)> {
+    let source = outputs::source_of(obj)?;
+    if outputs::str_at(obj, "/metadata/namespace") != Some(source.namespace.as_str()) {
+        return None;
+    }
+    let meta = sources.get(&source)?;
+    Some((source, meta))
 }
 
 /// Owner reference to the source resource when it is in the same
 /// namespace: deleting the resource deletes its objects (garbage
 /// collector). Objects elsewhere are cleaned up by label.
 fn add_owner(obj: &mut Value, sources: &BTreeMap<ResourceId, SourceMeta>) {
-    let Some(source) = outputs::source_of(obj) else {
-        return;
-    };
-    if outputs::str_at(obj, "/metadata/namespace") != Some(source.namespace.as_str()) {
-        return;
-    }
-    let Some(meta) = sources.get(&source) else {
+    let Some((source, meta)) = owner_of(obj, sources) else {
         return;
     };
     obj["metadata"]["ownerReferences"] = serde_json::json!([{
