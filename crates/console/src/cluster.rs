@@ -120,68 +120,26 @@ impl Cluster {
         }
     }
 
-    /// Reads every resource; a cluster that does not answer is `Down`,
-    /// never an error.
+    /// Reads every resource; a cluster that does not answer is `Down`
+    /// (with no objects: never a partial read), never an error.
     pub async fn snapshot(&self) -> Snapshot {
-        let client = match &self.source {
-            Source::Standalone(c) => c,
-            Source::Kubernetes(k) => {
-                let mut snap = Snapshot {
-                    cluster: self.name.clone(),
-                    engine: "kubernetes",
-                    reach: Reach::Down {
-                        error: String::new(),
-                    },
-                    objects: BTreeMap::new(),
-                };
-                match k.read().await {
-                    Ok(read) => {
-                        snap.reach = Reach::Up {
-                            version: read.version,
-                        };
-                        snap.objects = read.objects.into_iter().collect();
-                    }
-                    Err(error) => snap.reach = Reach::Down { error },
-                }
-                return snap;
-            }
+        let read = match &self.source {
+            Source::Standalone(client) => read_standalone(client).await,
+            Source::Kubernetes(k) => k
+                .read()
+                .await
+                .map(|r| (r.version, r.objects.into_iter().collect())),
         };
-        let mut snap = Snapshot {
+        let (reach, objects) = match read {
+            Ok((version, objects)) => (Reach::Up { version }, objects),
+            Err(error) => (Reach::Down { error }, BTreeMap::new()),
+        };
+        Snapshot {
             cluster: self.name.clone(),
-            engine: "standalone",
-            reach: Reach::Down {
-                error: String::new(),
-            },
-            objects: BTreeMap::new(),
-        };
-        let version = match client.version().await {
-            Ok(v) => v["version"].as_str().unwrap_or("?").to_string(),
-            Err(e) => {
-                snap.reach = Reach::Down {
-                    error: e.to_string(),
-                };
-                return snap;
-            }
-        };
-        let lists = futures_util::future::join_all(
-            KINDS.iter().map(|(plural, _)| client.list(plural, None)),
-        )
-        .await;
-        for ((plural, _), list) in KINDS.iter().zip(lists) {
-            match list {
-                Ok(items) => {
-                    snap.objects.insert((*plural).to_string(), items);
-                }
-                Err(e) => {
-                    snap.reach = Reach::Down {
-                        error: e.to_string(),
-                    };
-                    return snap;
-                }
-            }
+            engine: self.engine(),
+            reach,
+            objects,
         }
-        snap.reach = Reach::Up { version };
-        snap
     }
 
     /// The engine's traffic report.
@@ -230,6 +188,22 @@ impl Cluster {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// A standalone engine's version and every resource by plural.
+async fn read_standalone(
+    client: &Client,
+) -> Result<(String, BTreeMap<String, Vec<Value>>), String> {
+    let version = client.version().await.map_err(|e| e.to_string())?;
+    let version = version["version"].as_str().unwrap_or("?").to_string();
+    let lists =
+        futures_util::future::join_all(KINDS.iter().map(|(plural, _)| client.list(plural, None)))
+            .await;
+    let mut objects = BTreeMap::new();
+    for ((plural, _), list) in KINDS.iter().zip(lists) {
+        objects.insert((*plural).to_string(), list.map_err(|e| e.to_string())?);
+    }
+    Ok((version, objects))
 }
 
 /// A Microservice and its Route, as the services page shows them.

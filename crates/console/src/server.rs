@@ -120,15 +120,18 @@ async fn edit_page(
     State(console): Shared,
     Path((cluster, ns, name)): Path<(usize, String, String)>,
 ) -> Response {
-    let Some(c) = console.clusters.get(cluster) else {
+    // This cluster and the others: those holding the same Route can take
+    // the same change.
+    let others = snapshots(&console).await;
+    let Some(snap) = others.get(cluster) else {
         return not_found(&console, "no such cluster");
     };
-    let snap = c.snapshot().await;
     let Some(route) = snap.route(&ns, &name) else {
-        return not_found(&console, &format!("no Route {ns}/{name} on {}", c.name));
+        return not_found(
+            &console,
+            &format!("no Route {ns}/{name} on {}", snap.cluster),
+        );
     };
-    // Other clusters holding the same Route can take the same change.
-    let others = snapshots(&console).await;
     let holding: Vec<usize> = others
         .iter()
         .enumerate()
