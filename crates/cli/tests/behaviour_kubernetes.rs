@@ -1110,13 +1110,8 @@ impl Bench {
         let _ = api
             .delete_collection(&Default::default(), &ListParams::default())
             .await;
-        let gateways = kube::api::ApiResource {
-            group: "networking.istio.io".into(),
-            version: "v1".into(),
-            api_version: "networking.istio.io/v1".into(),
-            kind: "Gateway".into(),
-            plural: "gateways".into(),
-        };
+        let gateways =
+            packlight_operator::outputs::output_resource_named("Gateway").expect("Gateway");
         let gw: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), "istio-system", &gateways);
         let lp = ListParams::default().labels(&format!("packlight.dev/source-namespace={ns}"));

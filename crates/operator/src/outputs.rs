@@ -74,6 +74,11 @@ pub fn output_resource(i: usize) -> Option<ApiResource> {
     ))
 }
 
+/// The API resource of an output kind by its name (`Gateway`...).
+pub fn output_resource_named(kind: &str) -> Option<ApiResource> {
+    output_resource(OUTPUT_KINDS.iter().position(|k| k.2 == kind)?)
+}
+
 /// The index in [`OUTPUT_KINDS`] of an object's `apiVersion` and `kind`.
 pub fn output_kind_of(obj: &Value) -> Option<usize> {
     let api_version = str_at(obj, "/apiVersion")?;

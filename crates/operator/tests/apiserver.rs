@@ -490,17 +490,7 @@ spec:
     let ing = h
         .wait_condition("IngressPolicy", "data", "Programmed", "True", "Programmed")
         .await?;
-    let filters: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        gateway.client(),
-        gateway.name(),
-        &kube::api::ApiResource {
-            group: "networking.istio.io".into(),
-            version: "v1alpha3".into(),
-            api_version: "networking.istio.io/v1alpha3".into(),
-            kind: "EnvoyFilter".into(),
-            plural: "envoyfilters".into(),
-        },
-    );
+    let filters = h.output_in("EnvoyFilter", gateway.name());
     let shared = filters
         .get_opt(packlight_istio::filters::FILTERS_NAME)
         .await?

@@ -370,12 +370,13 @@ impl Harness {
 
     /// A dynamic API of an output kind (`VirtualService`, ...) in the namespace.
     pub fn output(&self, kind: &str) -> Api<DynamicObject> {
-        let i = outputs::OUTPUT_KINDS
-            .iter()
-            .position(|k| k.2 == kind)
-            .expect("an output kind");
-        let ar = outputs::output_resource(i).expect("kind");
-        Api::namespaced_with(self.admin.clone(), self.name(), &ar)
+        self.output_in(kind, self.name())
+    }
+
+    /// Objects of an output kind (`VirtualService`...) in namespace `ns`.
+    pub fn output_in(&self, kind: &str, ns: &str) -> Api<DynamicObject> {
+        let ar = outputs::output_resource_named(kind).expect("an output kind");
+        Api::namespaced_with(self.admin.clone(), ns, &ar)
     }
 
     /// An output object as JSON, if it exists.
