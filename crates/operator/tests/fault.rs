@@ -149,11 +149,7 @@ fn api_of(client: &kube::Client, group: &str, kind: &str) -> Api<DynamicObject> 
         let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
         (GroupVersionKind::gvk(group, "v1alpha1", kind), plural)
     } else {
-        let i = outputs::OUTPUT_KINDS
-            .iter()
-            .position(|k| k.2 == kind)
-            .expect("an output kind");
-        let ar = outputs::output_resource(i).expect("kind");
+        let ar = outputs::output_resource_named(kind).expect("an output kind");
         return Api::namespaced_with(client.clone(), NS, &ar);
     };
     Api::namespaced_with(
