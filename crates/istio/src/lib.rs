@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use packlight_model::ir::Mesh;
+use packlight_model::ir::{Mesh, Service};
 use serde_json::Value;
 
 pub use object::{Kind, Object};
@@ -99,8 +99,34 @@ pub fn render(mesh: &Mesh, opts: &RenderOptions) -> Vec<Value> {
 /// writing them as YAML cost about the same, docs/benchmarks.md); the
 /// objects and their order are the same either way.
 pub fn render_each(mesh: &Mesh, opts: &RenderOptions, f: impl FnMut(&Object<'_>)) {
+    render_each_except(mesh, opts, &|_| false, f);
+}
+
+/// The kinds whose objects are made from one service alone (its
+/// Microservice and Route: [`workload`] and [`route`]), whatever the rest
+/// of the mesh and the [`RenderOptions`] are.
+pub const PER_SERVICE_KINDS: [Kind; 5] = [
+    Kind::Deployment,
+    Kind::DestinationRule,
+    Kind::VirtualService,
+    Kind::Service,
+    Kind::ServiceAccount,
+];
+
+/// [`render_each`] without the [`PER_SERVICE_KINDS`] objects of the
+/// services `skip` picks: a caller that kept what an equal service was
+/// rendered to (the operator, between two builds) renders only what may
+/// have changed. Every other object, including the ingress gateway's
+/// VirtualServices, which read the Routes of several services, is
+/// rendered as always, in the same order.
+pub fn render_each_except(
+    mesh: &Mesh,
+    opts: &RenderOptions,
+    skip: &(dyn Fn(&Service) -> bool + Sync),
+    f: impl FnMut(&Object<'_>),
+) {
     let pipelined = mesh.services.len() >= PIPELINE_MIN_SERVICES;
-    render_kinds(mesh, opts, pipelined, f);
+    render_kinds(mesh, opts, skip, pipelined, f);
 }
 
 /// Meshes smaller than this are rendered on the calling thread alone.
@@ -110,10 +136,11 @@ const PIPELINE_MIN_SERVICES: usize = 1000;
 fn render_kinds(
     mesh: &Mesh,
     opts: &RenderOptions,
+    skip: &(dyn Fn(&Service) -> bool + Sync),
     pipelined: bool,
     mut f: impl FnMut(&Object<'_>),
 ) {
-    let mut kinds = Kinds::new(mesh, opts);
+    let mut kinds = Kinds::new(mesh, opts, skip);
     if !pipelined {
         while let Some(objects) = kinds.next_kind() {
             objects.iter().for_each(&mut f);
@@ -140,7 +167,7 @@ fn render_kinds(
             // No thread to be had: the renderer (moved into the closure
             // that failed to start) is rebuilt here and run in turn.
             Err(_) => {
-                let mut kinds = Kinds::new(mesh, opts);
+                let mut kinds = Kinds::new(mesh, opts, skip);
                 while let Some(objects) = kinds.next_kind() {
                     objects.iter().for_each(&mut f);
                 }
@@ -153,15 +180,21 @@ fn render_kinds(
 struct Kinds<'a> {
     mesh: &'a Mesh,
     opts: &'a RenderOptions,
+    skip: &'a (dyn Fn(&Service) -> bool + Sync),
     ingress: Vec<Object<'a>>,
     next: usize,
 }
 
 impl<'a> Kinds<'a> {
-    fn new(mesh: &'a Mesh, opts: &'a RenderOptions) -> Self {
+    fn new(
+        mesh: &'a Mesh,
+        opts: &'a RenderOptions,
+        skip: &'a (dyn Fn(&Service) -> bool + Sync),
+    ) -> Self {
         Kinds {
             mesh,
             opts,
+            skip,
             ingress: ingress::objects(mesh, opts),
             next: 0,
         }
@@ -172,8 +205,8 @@ impl<'a> Kinds<'a> {
         self.next += 1;
         let (mesh, opts) = (self.mesh, self.opts);
         let mut objects: Vec<Object<'a>> = Vec::new();
-        workload::emit(mesh, kind, &mut objects);
-        route::emit(mesh, kind, &mut objects);
+        workload::emit(mesh, kind, self.skip, &mut objects);
+        route::emit(mesh, kind, self.skip, &mut objects);
         egress::emit(mesh, kind, &mut objects);
         security::emit(mesh, opts, kind, &mut objects);
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ingress)
@@ -194,9 +227,15 @@ mod tests {
     /// Every object, in order, as JSON text.
     fn rendered(mesh: &Mesh, pipelined: bool) -> Vec<String> {
         let mut out = Vec::new();
-        render_kinds(mesh, &RenderOptions::default(), pipelined, |o| {
-            out.push(serde_json::to_string(o).expect("plain data"));
-        });
+        render_kinds(
+            mesh,
+            &RenderOptions::default(),
+            &|_| false,
+            pipelined,
+            |o| {
+                out.push(serde_json::to_string(o).expect("plain data"));
+            },
+        );
         out
     }
 

@@ -22,12 +22,20 @@ use crate::object::{
 };
 
 /// The route objects of `kind` (VirtualService, DestinationRule).
-pub(crate) fn emit<'a>(mesh: &'a Mesh, kind: Kind, out: &mut Vec<Object<'a>>) {
+pub(crate) fn emit<'a>(
+    mesh: &'a Mesh,
+    kind: Kind,
+    skip: &dyn Fn(&Service) -> bool,
+    out: &mut Vec<Object<'a>>,
+) {
     if !matches!(kind, Kind::VirtualService | Kind::DestinationRule) {
         return;
     }
     for svc in mesh.services.values() {
         let Some(table) = &svc.route else { continue };
+        if skip(svc) {
+            continue;
+        }
         let (ns, name) = (svc.key.namespace.as_str(), svc.key.name.as_str());
         let mut labels = Labels::managed().service(name);
         if let Some(src) = &svc.route_source {

@@ -17,7 +17,12 @@ use crate::object::{
 };
 
 /// The workload objects of `kind` (Deployment, Service, ServiceAccount).
-pub(crate) fn emit<'a>(mesh: &'a Mesh, kind: Kind, out: &mut Vec<Object<'a>>) {
+pub(crate) fn emit<'a>(
+    mesh: &'a Mesh,
+    kind: Kind,
+    skip: &dyn Fn(&Service) -> bool,
+    out: &mut Vec<Object<'a>>,
+) {
     if !matches!(
         kind,
         Kind::Deployment | Kind::Service | Kind::ServiceAccount
@@ -25,7 +30,9 @@ pub(crate) fn emit<'a>(mesh: &'a Mesh, kind: Kind, out: &mut Vec<Object<'a>>) {
         return;
     }
     for svc in mesh.services.values() {
-        if let Some(w) = &svc.workload {
+        if let Some(w) = &svc.workload
+            && !skip(svc)
+        {
             workload(svc, w, kind, out);
         }
     }

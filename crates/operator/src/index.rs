@@ -24,6 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use packlight_api as api;
 use packlight_istio::{Kind, RenderOptions};
+use packlight_model::ir::ServiceKey;
 use packlight_model::{Input, Model, ResourceId, Verdict};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -138,6 +139,8 @@ pub struct SourceMeta {
 /// computed once per build.
 #[derive(Debug)]
 pub struct Desired {
+    /// Its kind, as rendered.
+    pub kind: Kind,
     /// The object as applied.
     pub value: Value,
     /// A hash of its JSON text and its owner reference.
@@ -167,6 +170,10 @@ pub struct Rendered {
     /// form (owner reference not included) and what was made of it, so the
     /// next build converts to JSON only the objects that changed.
     previous: HashMap<(Kind, String, String), (u64, Arc<Desired>)>,
+    /// Per service, its [`packlight_istio::PER_SERVICE_KINDS`] objects with
+    /// their rendered form's hash: the next build reuses them for a
+    /// service that did not change instead of rendering it again.
+    per_service: HashMap<ServiceKey, Vec<(u64, Arc<Desired>)>>,
 }
 
 impl Rendered {
@@ -291,10 +298,27 @@ impl Index {
         let t0 = std::time::Instant::now();
         let model = packlight_model::build(&inputs);
         let t_model = t0.elapsed();
+        // Services equal to the last build's whose objects still name
+        // their sources' current UIDs: their per-service objects are the
+        // last build's, not rendered again.
+        let reused: HashMap<&ServiceKey, &Vec<(u64, Arc<Desired>)>> = model
+            .mesh
+            .services
+            .iter()
+            .filter(|(key, svc)| before.model.mesh.services.get(*key) == Some(*svc))
+            .filter_map(|(key, _)| Some((key, before.per_service.get(key)?)))
+            .filter(|(_, made)| {
+                made.iter()
+                    .all(|(_, d)| owner_is_current(&d.value, &sources))
+            })
+            .collect();
         let mut desired: BTreeMap<String, Vec<Arc<Desired>>> = BTreeMap::new();
         let mut previous = HashMap::with_capacity(before.previous.len());
+        let mut per_service: HashMap<ServiceKey, Vec<(u64, Arc<Desired>)>> =
+            HashMap::with_capacity(model.mesh.services.len());
         let mut text = Vec::new();
-        packlight_istio::render_each(&model.mesh, &self.render, |o| {
+        let skip = |svc: &packlight_model::ir::Service| reused.contains_key(&svc.key);
+        packlight_istio::render_each_except(&model.mesh, &self.render, &skip, |o| {
             // The rendered form's hash, from its JSON text (no JSON tree):
             // equal to the last build's, the JSON is too.
             text.clear();
@@ -313,6 +337,7 @@ impl Index {
                     h.write_u64(form);
                     owner_uid(&value).hash(&mut h);
                     Arc::new(Desired {
+                        kind: o.kind(),
                         hash: h.finish(),
                         key: ObjectKey::of(&value),
                         source: outputs::source_of(&value),
@@ -326,8 +351,40 @@ impl Index {
                     .or_default()
                     .push(made.clone());
             }
+            if packlight_istio::PER_SERVICE_KINDS.contains(&o.kind())
+                && let Some(service) = outputs::service_of(&made.value)
+            {
+                per_service
+                    .entry(ServiceKey::new(o.namespace(), service))
+                    .or_default()
+                    .push((form, made.clone()));
+            }
             previous.insert(key, (form, made));
         });
+        // The reused objects join the rendered ones in render order: by
+        // kind, namespace and name (what a whole render gives).
+        let mut unsorted = BTreeSet::new();
+        let reused_services = reused.len();
+        for (key, made) in reused {
+            for (form, d) in made {
+                if let Some(home) = outputs::home_namespace(&d.value) {
+                    desired.entry(home.to_string()).or_default().push(d.clone());
+                    unsorted.insert(home.to_string());
+                }
+                if let Some(k) = &d.key {
+                    previous.insert(
+                        (d.kind, k.namespace.clone(), k.name.clone()),
+                        (*form, d.clone()),
+                    );
+                }
+            }
+            per_service.insert(key.clone(), made.clone());
+        }
+        for home in unsorted {
+            if let Some(each) = desired.get_mut(&home) {
+                each.sort_by(|a, b| render_order(a).cmp(&render_order(b)));
+            }
+        }
         let t_render = t0.elapsed();
         let digests = digests(&desired, &model);
         let at = |d: std::time::Duration| d.as_secs_f64() * 1e3;
@@ -336,6 +393,7 @@ impl Index {
             model_ms = at(t_model),
             render_ms = at(t_render),
             digests_ms = at(t0.elapsed()),
+            reused_services,
             "model build steps (ms since the inputs were collected)"
         );
         Rendered {
@@ -345,8 +403,20 @@ impl Index {
             sources,
             digests,
             previous,
+            per_service,
         }
     }
+}
+
+/// Where [`packlight_istio::render_each`] puts an object: by kind, then
+/// namespace and name.
+fn render_order(d: &Desired) -> (Kind, Option<(&str, &str)>) {
+    (
+        d.kind,
+        d.key
+            .as_ref()
+            .map(|k| (k.namespace.as_str(), k.name.as_str())),
+    )
 }
 
 /// The uid of an object's owner reference, if it has one.
@@ -601,6 +671,147 @@ mod tests {
         assert!(!owner_is_current(&obj, &with("new")));
         // Its source is gone: an object without owner would be rendered.
         assert!(!owner_is_current(&obj, &BTreeMap::new()));
+    }
+
+    /// Stores filled with every example and golden input, as the
+    /// reflectors would hold them.
+    struct Stores {
+        index: Index,
+        microservices: Writer<api::Microservice>,
+        routes: Writer<api::Route>,
+    }
+
+    fn stores() -> Stores {
+        use kube::runtime::reflector::store;
+        let (microservices, mut ms) = store::<api::Microservice>();
+        let (routes, mut rs) = store::<api::Route>();
+        let (egress, mut es) = store::<api::EgressPolicy>();
+        let (access, mut acs) = store::<api::AccessPolicy>();
+        let (mesh, mut mps) = store::<api::MeshPolicy>();
+        let (ingress, mut is) = store::<api::IngressPolicy>();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut uid = 0;
+        for dir in ["examples", "tests/golden/inputs"] {
+            let mut paths: Vec<_> = std::fs::read_dir(root.join(dir))
+                .expect("inputs")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let text = std::fs::read_to_string(&path).expect("input");
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    let mut v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+                    if v["metadata"]["namespace"].is_null() {
+                        v["metadata"]["namespace"] = "default".into();
+                    }
+                    uid += 1;
+                    v["metadata"]["uid"] = format!("uid-{uid}").into();
+                    v["metadata"]["generation"] = 1.into();
+                    fn put<K>(w: &mut Writer<K>, v: Value)
+                    where
+                        K: Resource<DynamicType = ()> + DeserializeOwned + Clone,
+                    {
+                        let obj: K = serde_json::from_value(v).expect("a packlight resource");
+                        w.apply_watcher_event(&watcher::Event::Apply(obj));
+                    }
+                    match v["kind"].as_str().unwrap_or_default() {
+                        "Microservice" => put(&mut ms, v),
+                        "Route" => put(&mut rs, v),
+                        "EgressPolicy" => put(&mut es, v),
+                        "AccessPolicy" => put(&mut acs, v),
+                        "MeshPolicy" => put(&mut mps, v),
+                        "IngressPolicy" => put(&mut is, v),
+                        other => panic!("{path:?}: kind {other}"),
+                    }
+                }
+            }
+        }
+        let sources = Sources {
+            microservices,
+            routes,
+            egress,
+            access,
+            mesh,
+            ingress,
+        };
+        let (retrigger, _) = mpsc::unbounded_channel();
+        let index = Index::new(
+            sources,
+            Vec::new(),
+            Arc::new(AtomicU64::new(0)),
+            RenderOptions::default(),
+            retrigger,
+        );
+        Stores {
+            index,
+            microservices: ms,
+            routes: rs,
+        }
+    }
+
+    /// Each namespace's objects in order, as JSON.
+    fn objects(r: &Rendered) -> BTreeMap<&str, Vec<&Value>> {
+        r.desired
+            .iter()
+            .map(|(ns, each)| (ns.as_str(), each.iter().map(|d| &d.value).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_build_that_reuses_unchanged_services_equals_a_whole_render() {
+        let mut s = stores();
+        let first = s.index.build(1, &Rendered::default());
+        assert!(first.desired.values().map(Vec::len).sum::<usize>() > 50);
+        // Change one Route's weights (the gateway's VirtualService reads
+        // it too), and make one Microservice again under the same name
+        // (same spec, new UID: its objects need the new owner).
+        let route = s
+            .index
+            .sources
+            .routes
+            .state()
+            .into_iter()
+            .find(|r| r.spec.rules.len() >= 2 && r.spec.rules.iter().all(|x| x.weight.is_some()))
+            .expect("a Route with weights");
+        let mut changed = (*route).clone();
+        let (a, b) = (changed.spec.rules[0].weight, changed.spec.rules[1].weight);
+        changed.spec.rules[0].weight = b;
+        changed.spec.rules[1].weight = a;
+        assert_ne!(a, b, "{changed:?}");
+        changed.metadata.generation = Some(2);
+        s.routes
+            .apply_watcher_event(&watcher::Event::Apply(changed));
+        let mut remade = (*s.index.sources.microservices.state()[0]).clone();
+        remade.metadata.uid = Some("uid-remade".into());
+        s.microservices
+            .apply_watcher_event(&watcher::Event::Apply(remade.clone()));
+
+        let reusing = s.index.build(2, &first);
+        let whole = s.index.build(2, &Rendered::default());
+        assert_eq!(objects(&reusing), objects(&whole));
+        assert_eq!(reusing.digests, whole.digests);
+        assert_ne!(objects(&reusing), objects(&first));
+        let owners: Vec<&Value> = reusing
+            .desired
+            .values()
+            .flatten()
+            .filter(|d| {
+                d.source.as_ref().is_some_and(|s| {
+                    s.kind == "Microservice"
+                        && Some(&s.name) == remade.metadata.name.as_ref()
+                        && Some(&s.namespace) == remade.metadata.namespace.as_ref()
+                })
+            })
+            .map(|d| &d.value["metadata"]["ownerReferences"][0]["uid"])
+            .collect();
+        assert!(!owners.is_empty());
+        assert!(owners.iter().all(|u| *u == "uid-remade"), "{owners:?}");
+        // Nothing changed since: the next build reuses every service and
+        // still gives the same objects.
+        let again = s.index.build(3, &reusing);
+        assert_eq!(objects(&again), objects(&whole));
+        assert_eq!(again.digests, whole.digests);
     }
 
     #[test]
