@@ -74,3 +74,25 @@ fn golden_outputs() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `packlight render --mesh-config` (the same `---` + YAML) must equal
+/// `tests/golden/out/mesh-config.yaml`, which the Istio traffic bench's
+/// istiod and sidecars read as their MeshConfig (`scripts/testenv
+/// mesh-up`): the bench runs on exactly what packlight tells users to set.
+#[test]
+fn golden_mesh_config() {
+    let got = common::to_yaml(&[packlight_istio::mesh_config(&RenderOptions::default())]);
+    let file = common::root().join("tests/golden/out/mesh-config.yaml");
+    if std::env::var("PACKLIGHT_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(&file, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e} (PACKLIGHT_BLESS=1 to write)", file.display()));
+    assert_eq!(
+        want,
+        got,
+        "{}: differs (PACKLIGHT_BLESS=1 to rewrite)",
+        file.display()
+    );
+}
