@@ -28,6 +28,9 @@ use tokio::process::Command;
 
 use crate::bench::{TestEnv, script_path};
 
+mod prometheus;
+pub use prometheus::Prometheus;
+
 /// Where meshes keep their state (outside `/root`: the sidecar's uid 1337
 /// must reach its binaries). `scripts/testenv down` removes all of them.
 pub const MESH_ROOT_ENV: &str = "PACKLIGHT_MESH_ROOT";
@@ -52,6 +55,9 @@ struct State {
     pods: Vec<Pod>,
     /// Extra `/etc/hosts` lines for every pod (name, address).
     hosts: Vec<(String, String)>,
+    /// Every proxy's Envoy, as Prometheus scrapes it: (address, Kubernetes
+    /// namespace, Pod name).
+    proxies: Vec<(Ipv4Addr, String, String)>,
 }
 
 /// A "pod": a network namespace on the mesh's bridge, with or without a
@@ -280,6 +286,12 @@ impl Mesh {
             .pods
             .push(pod.clone());
         if let Some(kind) = spec.proxy {
+            self.state
+                .lock()
+                .map_err(|_| anyhow!("mesh state poisoned"))?
+                .proxies
+                .push((ip, spec.namespace.clone(), spec.name.clone()));
+            self.write_scrape_targets().await?;
             let labels = serde_json::to_string(&labels)?;
             run_script(&[
                 "sidecar",
