@@ -142,11 +142,40 @@ impl Cluster {
         }
     }
 
-    /// The engine's traffic report.
+    /// The traffic per service and version: a standalone engine's `GET
+    /// /traffic`, a Kubernetes context's Prometheus (PromQL, see
+    /// [`crate::prometheus`]). An error is the text after "traffic
+    /// unavailable: ".
     pub async fn traffic(&self) -> Result<Vec<VersionTraffic>, String> {
         match &self.source {
             Source::Standalone(client) => client.traffic().await.map_err(|e| e.to_string()),
-            Source::Kubernetes(_) => Err(NO_TRAFFIC.to_string()),
+            Source::Kubernetes(k) => match &k.prometheus {
+                Some(p) => p
+                    .traffic()
+                    .await
+                    .map(|(_, rows)| rows)
+                    .map_err(|e| e.to_string()),
+                None => Err(NO_TRAFFIC.to_string()),
+            },
+        }
+    }
+
+    /// Where the traffic page's numbers come from, in words.
+    pub fn traffic_source(&self) -> String {
+        match &self.source {
+            Source::Standalone(_) => {
+                "from the engine's GET /traffic (rates over its 2 s samples)".to_string()
+            }
+            Source::Kubernetes(k) => match &k.prometheus {
+                Some(p) => format!(
+                    "from the Prometheus at {} (PromQL, rates over the last {}: Istio's \
+                     istio_requests_total where it exists, else the sidecars' Envoy stats of \
+                     their outbound subset clusters)",
+                    p.url,
+                    crate::prometheus::WINDOW
+                ),
+                None => "from no source: this context has no Prometheus".to_string(),
+            },
         }
     }
 

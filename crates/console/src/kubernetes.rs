@@ -25,13 +25,14 @@ use packlight_model::Diagnostic;
 use serde_json::{Value, json};
 
 use crate::cluster::Applied;
+use crate::prometheus::Prometheus;
 
 /// The field manager of every apply the console makes.
 pub const FIELD_MANAGER: &str = "packlight-console";
 
-/// What the traffic page says for a Kubernetes cluster.
+/// What the traffic page says for a Kubernetes cluster without Prometheus.
 pub const NO_TRAFFIC: &str =
-    "no traffic source: Prometheus is not configured (--prometheus CONTEXT=URL not served yet)";
+    "no traffic source: no Prometheus for this context (give --prometheus CONTEXT=URL)";
 
 /// How long to wait for a connection to an API server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +48,9 @@ pub struct KubeCluster {
     /// The context's namespace (`default` when it names none): where the
     /// console lists when the user may not list across namespaces.
     pub namespace: String,
+    /// Its Prometheus (`--prometheus CONTEXT=URL`), the traffic page's
+    /// source.
+    pub prometheus: Option<Prometheus>,
 }
 
 impl fmt::Debug for KubeCluster {
@@ -54,6 +58,7 @@ impl fmt::Debug for KubeCluster {
         f.debug_struct("KubeCluster")
             .field("context", &self.context)
             .field("namespace", &self.namespace)
+            .field("prometheus", &self.prometheus.as_ref().map(|p| &p.url))
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +120,7 @@ pub async fn load(path: Option<&Path>, contexts: &[String]) -> Result<Vec<KubeCl
             client,
             context: name,
             namespace,
+            prometheus: None,
         });
     }
     Ok(out)

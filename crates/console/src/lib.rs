@@ -6,7 +6,8 @@
 //! ([`assets`]). Every `--standalone URL` is a `packlight up` engine, talked
 //! to through `packlight-client` (never the engine's own code); every
 //! `--context` of a kubeconfig is a Kubernetes cluster, talked to with that
-//! context's credentials only ([`kubernetes`]). Validation,
+//! context's credentials only ([`kubernetes`]), its traffic read with
+//! PromQL from the context's Prometheus ([`prometheus`]). Validation,
 //! the preview of where sample requests go and the diff are computed here by
 //! the same `packlight-model` code the CLI and the engines run; no rule is
 //! written again in JavaScript.
@@ -28,6 +29,7 @@ pub mod edit;
 pub mod kubernetes;
 pub mod pages;
 pub mod policies;
+pub mod prometheus;
 mod server;
 pub mod yaml;
 
@@ -58,7 +60,8 @@ pub struct ConsoleArgs {
     /// (repeatable; default with --kubeconfig: the current context).
     #[arg(long = "context", value_name = "NAME")]
     pub contexts: Vec<String>,
-    /// Prometheus per context (`CONTEXT=URL`; not served yet).
+    /// The Prometheus of a context (`CONTEXT=URL`, http): the source of
+    /// its traffic page (repeatable, one per context).
     #[arg(long = "prometheus", value_name = "CONTEXT=URL")]
     pub prometheus: Vec<String>,
     /// The console's access token (default: random, printed at start).
@@ -115,13 +118,6 @@ impl Console {
 /// kubeconfig contexts. Must run inside the runtime that serves the
 /// console (Kubernetes clients belong to it).
 pub async fn clusters_from_args(args: &ConsoleArgs) -> Result<Vec<Cluster>, ConsoleError> {
-    if !args.prometheus.is_empty() {
-        return Err(ConsoleError::Usage(
-            "--prometheus is not served by this console yet: a Kubernetes cluster's traffic \
-             page says so (see docs/console.md)"
-                .into(),
-        ));
-    }
     let kubernetes = args.kubeconfig.is_some() || !args.contexts.is_empty();
     if args.standalone.is_empty() && !kubernetes {
         return Err(ConsoleError::Usage(
@@ -136,12 +132,53 @@ pub async fn clusters_from_args(args: &ConsoleArgs) -> Result<Vec<Cluster>, Cons
         .map(|s| Cluster::standalone_from_flag(s).map_err(ConsoleError::Usage))
         .collect::<Result<_, _>>()?;
     if kubernetes {
-        let contexts = kubernetes::load(args.kubeconfig.as_deref(), &args.contexts)
+        let mut contexts = kubernetes::load(args.kubeconfig.as_deref(), &args.contexts)
             .await
             .map_err(ConsoleError::Usage)?;
+        attach_prometheus(&mut contexts, &args.prometheus)?;
         clusters.extend(contexts.into_iter().map(Cluster::kubernetes));
+    } else if let Some(flag) = args.prometheus.first() {
+        return Err(ConsoleError::Usage(format!(
+            "--prometheus {flag}: Prometheus serves Kubernetes contexts; give --kubeconfig or \
+             --context"
+        )));
     }
     Ok(clusters)
+}
+
+/// Gives each context named by a `--prometheus CONTEXT=URL` flag its
+/// Prometheus; a context not shown, a second URL for one context or a URL
+/// that is not http:// is refused.
+pub fn attach_prometheus(
+    contexts: &mut [kubernetes::KubeCluster],
+    flags: &[String],
+) -> Result<(), ConsoleError> {
+    for flag in flags {
+        let Some((name, url)) = flag.split_once('=') else {
+            return Err(ConsoleError::Usage(format!(
+                "--prometheus {flag}: expected CONTEXT=URL"
+            )));
+        };
+        let known = contexts
+            .iter()
+            .map(|c| c.context.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let Some(context) = contexts.iter_mut().find(|c| c.context == name) else {
+            return Err(ConsoleError::Usage(format!(
+                "--prometheus {flag}: {name} is not one of the contexts shown ({known})"
+            )));
+        };
+        if context.prometheus.is_some() {
+            return Err(ConsoleError::Usage(format!(
+                "--prometheus {flag}: {name} has a Prometheus already"
+            )));
+        }
+        let p = prometheus::Prometheus::new(url)
+            .map_err(|e| ConsoleError::Usage(format!("--prometheus {flag}: {e}")))?;
+        context.prometheus = Some(p);
+    }
+    Ok(())
 }
 
 /// Serves the console on `listener` until `shutdown` resolves.

@@ -494,12 +494,13 @@ pub fn traffic(
     csrf: &str,
     clusters: &[String],
     cluster: usize,
+    source: &str,
     t: &Result<Vec<VersionTraffic>, String>,
 ) -> Markup {
     let body = html! {
         p { "Requests per second per service version on "
             b { (clusters.get(cluster).map(String::as_str).unwrap_or("")) }
-            ", from the engine's GET /traffic (rates over its 2 s samples), live." }
+            ", " (source) ", live." }
         div #chart data-events={ "/c/" (cluster) "/traffic/events" } {}
         (traffic_table(t))
     };

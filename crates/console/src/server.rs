@@ -354,11 +354,19 @@ async fn traffic_page(State(console): Shared, Path(cluster): Path<usize>) -> Res
         return not_found(&console, "no such cluster");
     };
     let t = c.traffic().await;
-    pages::traffic(&console.csrf, &names(&console), cluster, &t).into_response()
+    pages::traffic(
+        &console.csrf,
+        &names(&console),
+        cluster,
+        &c.traffic_source(),
+        &t,
+    )
+    .into_response()
 }
 
-/// Every 2 s (the engine's sampling interval): the table as HTML (`table`)
-/// and the numbers as JSON (`data`) for the chart.
+/// Every 2 s (the engine's sampling interval; a context's Prometheus is
+/// queried as often): the table as HTML (`table`) and the numbers as JSON
+/// (`data`) for the chart.
 async fn traffic_events(
     State(console): Shared,
     Path(cluster): Path<usize>,

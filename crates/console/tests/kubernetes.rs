@@ -343,7 +343,7 @@ async fn two_contexts_listed_and_one_edit_applied_to_both_in_chromium() -> anyho
     wait_text(
         b,
         "#traffic",
-        |t| t.contains("Prometheus is not configured"),
+        |t| t.contains("no Prometheus for this context"),
         "traffic",
     )
     .await;
