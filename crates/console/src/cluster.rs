@@ -168,9 +168,9 @@ impl Cluster {
             }
             Source::Kubernetes(k) => match &k.prometheus {
                 Some(p) => format!(
-                    "from the Prometheus at {} (PromQL, rates over the last {}: Istio's \
-                     istio_requests_total where it exists, else the sidecars' Envoy stats of \
-                     their outbound subset clusters)",
+                    "from the Prometheus at {} (PromQL: each counter's increase over the last \
+                     {} per second; Istio's istio_requests_total where it exists, else the \
+                     sidecars' Envoy stats of their outbound subset clusters)",
                     p.url,
                     crate::prometheus::WINDOW
                 ),
