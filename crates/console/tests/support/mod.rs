@@ -4,8 +4,8 @@
 //! the console's pages (wait for a text, click, type weights, move a
 //! slider, apply). Every helper here is used by both test binaries, so none
 //! is dead code in either (but `Up::console`, which `kubernetes.rs` does
-//! not need); a helper one file alone needs stays in it. `yaml.rs` uses a
-//! few of them.
+//! not need); a helper one file alone needs stays in it. `yaml.rs` and
+//! `kubernetes_traffic.rs` use a few of them.
 //!
 //! Nothing here skips: a missing binary, Envoy or Chromium is a panic that
 //! says how to install it.
