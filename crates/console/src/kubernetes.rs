@@ -42,7 +42,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// One kubeconfig context.
 #[derive(Clone)]
 pub struct KubeCluster {
-    client: kube::Client,
+    pub(crate) client: kube::Client,
     /// The context's name.
     pub context: String,
     /// The context's namespace (`default` when it names none): where the

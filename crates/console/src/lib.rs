@@ -246,3 +246,65 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A context that is never called (a client for a URL nothing serves).
+    fn context(name: &str) -> kubernetes::KubeCluster {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        kubernetes::KubeCluster {
+            client: kube::Client::try_from(config).unwrap(),
+            context: name.into(),
+            namespace: "default".into(),
+            prometheus: None,
+        }
+    }
+
+    fn attach(flags: &[&str]) -> Result<Vec<Option<String>>, String> {
+        let mut contexts = vec![context("eu"), context("us")];
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        attach_prometheus(&mut contexts, &flags).map_err(|e| e.to_string())?;
+        Ok(contexts
+            .iter()
+            .map(|c| c.prometheus.as_ref().map(|p| p.url.clone()))
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn prometheus_flags_name_a_shown_context_once() {
+        assert_eq!(
+            attach(&["us=http://127.0.0.1:9090/"]).unwrap(),
+            [None, Some("http://127.0.0.1:9090".to_string())]
+        );
+        let refused = |flags: &[&str], want: &str| {
+            let e = attach(flags).unwrap_err();
+            assert!(e.contains(want), "{flags:?}: {e}");
+        };
+        refused(
+            &["asia=http://p:9090"],
+            "asia is not one of the contexts shown (eu, us)",
+        );
+        refused(
+            &["eu=http://a:9090", "eu=http://b:9090"],
+            "eu has a Prometheus already",
+        );
+        refused(&["eu=https://p:9090"], "expected http://HOST:PORT");
+        refused(&["http://p:9090"], "expected CONTEXT=URL");
+    }
+
+    #[tokio::test]
+    async fn prometheus_without_a_context_is_refused() {
+        let args = ConsoleArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            standalone: vec!["http://127.0.0.1:7400".into()],
+            kubeconfig: None,
+            contexts: vec![],
+            prometheus: vec!["eu=http://127.0.0.1:9090".into()],
+            token: None,
+        };
+        let e = clusters_from_args(&args).await.unwrap_err().to_string();
+        assert!(e.contains("Prometheus serves Kubernetes contexts"), "{e}");
+    }
+}
