@@ -38,8 +38,10 @@ pub enum Output {
     Json,
 }
 
-/// `packlight render`.
+/// `packlight render`. `-f` is required unless `--mesh-config` is given
+/// (the mesh settings depend on no input).
 #[derive(Args, Debug)]
+#[command(mut_arg("files", |a| a.required(false).required_unless_present("mesh_config")))]
 pub struct RenderArgs {
     #[command(flatten)]
     input: InputArgs,
@@ -49,7 +51,8 @@ pub struct RenderArgs {
     /// Print lines and objects in vs. out instead of the objects.
     #[arg(long)]
     stats: bool,
-    /// Print the Istio mesh settings packlight needs instead of the objects.
+    /// Print the Istio mesh settings packlight needs instead of the objects
+    /// (no `-f` needed; files given are not read).
     #[arg(long = "mesh-config")]
     mesh_config: bool,
     /// Namespace of the Istio ingress gateway.

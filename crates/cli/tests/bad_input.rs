@@ -410,6 +410,23 @@ fn warnings_do_not_fail() {
 fn usage_errors_exit_2() {
     let out = packlight(&["render"], None);
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--filename <FILES>"), "{stderr}");
+    let out = packlight(&["validate"], None);
+    assert_eq!(out.status.code(), Some(2));
     let out = packlight(&["render", "-n", "Not_A_Namespace", "-f", "-"], Some(""));
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `render --mesh-config` reads no input: it needs no `-f`, and prints the
+/// same settings with or without one.
+#[test]
+fn mesh_config_needs_no_files() {
+    let alone = packlight(&["render", "--mesh-config"], None);
+    assert_eq!(alone.status.code(), Some(0), "{alone:?}");
+    let text = String::from_utf8_lossy(&alone.stdout);
+    assert!(text.contains("cluster.outbound"), "{text}");
+    let with_f = packlight(&["render", "--mesh-config", "-f", "-"], Some(""));
+    assert_eq!(with_f.status.code(), Some(0), "{with_f:?}");
+    assert_eq!(with_f.stdout, alone.stdout);
 }

@@ -229,9 +229,8 @@ async fn istio_traffic_split_read_from_prometheus_on_the_page_in_chromium() -> a
     let started = Instant::now();
     // `packlight render --mesh-config` is what the bench's istiod and
     // sidecars read (scripts/testenv mesh-up takes its golden file).
-    // (render requires -f even with --mesh-config, which ignores it.)
     let printed = Command::new(packlight())
-        .args(["render", "--mesh-config", "-f", "/dev/null"])
+        .args(["render", "--mesh-config"])
         .output()?;
     assert!(printed.status.success(), "{printed:?}");
     let golden = std::fs::read_to_string(
