@@ -334,6 +334,17 @@ impl Snapshot {
         self.get("routes", ns, name)
     }
 
+    /// The versions of Microservice `ns/name`, as listed (none when there
+    /// is no such Microservice).
+    pub fn versions(&self, ns: &str, name: &str) -> Vec<String> {
+        self.get("microservices", ns, name)
+            .and_then(|m| m["spec"]["versions"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["version"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// The object of `plural` named `ns/name`.
     pub fn get(&self, plural: &str, ns: &str, name: &str) -> Option<&Value> {
         self.list(plural).iter().find(|r| ns_name(r) == (ns, name))

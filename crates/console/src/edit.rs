@@ -1,7 +1,9 @@
 //! The Route editor's server side: the form turned into a Route, validated
 //! by `packlight-model` against the cluster's other resources (the same
 //! rules the CLI and the engines apply), the preview of where sample
-//! requests go (the model's routing algorithm) and the diff.
+//! requests go (the model's routing algorithm) and the diff. The match
+//! rules come from the form's rows ([`crate::match_form`]) or, in the
+//! editor's YAML mode, from a YAML list.
 
 use packlight_model::ir::ServiceKey;
 use packlight_model::routing::{Decision, RequestSample, Vantage};
@@ -9,14 +11,20 @@ use packlight_model::{Diagnostic, Severity};
 use serde_json::{Map, Value, json};
 
 use crate::cluster::{Snapshot, ns_name};
+use crate::match_form::MatchForm;
 
 /// What the editor's form says.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Edit {
     /// New weights by rule index (`w3=50` is `spec.rules[3].weight`).
     pub weights: Vec<(usize, String)>,
-    /// The match rules as YAML (a list of rules), when the form has them.
+    /// The match rules as YAML (a list of rules), when the form has them
+    /// (the editor's YAML mode).
     pub matches: Option<String>,
+    /// The match rules as the form's rows, when the form has them (or why
+    /// its fields cannot be read). Taken before `matches` when both are
+    /// there (the page sends one or the other).
+    pub match_form: Option<Result<MatchForm, String>>,
     /// Sample requests, one a line: `PATH[?QUERY] [header:value]...`.
     pub samples: String,
 }
@@ -24,7 +32,10 @@ pub struct Edit {
 impl Edit {
     /// Reads the form fields.
     pub fn from_form(form: &[(String, String)]) -> Edit {
-        let mut e = Edit::default();
+        let mut e = Edit {
+            match_form: MatchForm::from_fields(form),
+            ..Edit::default()
+        };
         for (k, v) in form {
             if let Some(i) = k.strip_prefix('w').and_then(|i| i.parse::<usize>().ok()) {
                 e.weights.push((i, v.trim().to_string()));
@@ -57,6 +68,18 @@ pub fn clean(obj: &Value) -> Value {
 
 fn is_match_rule(rule: &Value) -> bool {
     rule.get("matches").is_some()
+}
+
+/// The index in `spec.rules` of each match rule of `route`, in order.
+pub fn match_at(route: &Value) -> Vec<usize> {
+    route["spec"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, r)| is_match_rule(r))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The Route after `edit`, or the diagnostics saying why the form cannot
@@ -95,26 +118,27 @@ pub fn edited(route: &Value, edit: &Edit) -> Result<Value, Vec<Diagnostic>> {
             )),
         }
     }
-    if let Some(text) = &edit.matches {
-        let wanted: Vec<Value> = if text.trim().is_empty() {
-            Vec::new()
-        } else {
-            match serde_yaml::from_str::<Value>(text) {
-                Ok(Value::Array(a)) => a,
-                Ok(Value::Null) => Vec::new(),
-                Ok(_) => {
-                    errors.push(at(
-                        "spec.rules".into(),
-                        "the match rules must be a YAML list of rules".into(),
-                    ));
-                    Vec::new()
-                }
-                Err(e) => {
-                    errors.push(at("spec.rules".into(), format!("match rules: {e}")));
-                    Vec::new()
+    let wanted = match (&edit.match_form, &edit.matches) {
+        (Some(Err(e)), _) => {
+            errors.push(at("spec.rules".into(), format!("match rule form: {e}")));
+            None
+        }
+        (Some(Ok(form)), _) => {
+            // The match rules follow the others once replaced.
+            let first = rules.iter().filter(|r| !is_match_rule(r)).count();
+            let at_index: Vec<usize> = (first..first + form.rules.len()).collect();
+            match form.rules_json(&at_index) {
+                Ok(w) => Some(w),
+                Err(es) => {
+                    errors.extend(es.into_iter().map(|(path, m)| at(path, m)));
+                    None
                 }
             }
-        };
+        }
+        (None, Some(text)) => Some(yaml_rules(text, &mut |path, m| errors.push(at(path, m)))),
+        (None, None) => None,
+    };
+    if let Some(wanted) = wanted {
         let current: Vec<Value> = rules.iter().filter(|r| is_match_rule(r)).cloned().collect();
         if wanted != current && errors.is_empty() {
             rules.retain(|r| !is_match_rule(r));
@@ -126,6 +150,29 @@ pub fn edited(route: &Value, edit: &Edit) -> Result<Value, Vec<Diagnostic>> {
     }
     obj["spec"]["rules"] = Value::Array(rules);
     Ok(obj)
+}
+
+/// The match rules of the YAML mode's text (a YAML list of rules); what
+/// cannot be read is reported through `error`.
+fn yaml_rules(text: &str, error: &mut dyn FnMut(String, String)) -> Vec<Value> {
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(Value::Array(a)) => a,
+        Ok(Value::Null) => Vec::new(),
+        Ok(_) => {
+            error(
+                "spec.rules".into(),
+                "the match rules must be a YAML list of rules".into(),
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            error("spec.rules".into(), format!("match rules: {e}"));
+            Vec::new()
+        }
+    }
 }
 
 /// A parsed sample request line.
@@ -157,6 +204,9 @@ pub struct Check {
     pub after: String,
     /// The edited Route, when the form could be read.
     pub object: Option<Value>,
+    /// The index in `spec.rules` of each match rule of the form, in order
+    /// (to put the diagnostics on the form's rows).
+    pub match_at: Vec<usize>,
 }
 
 impl Check {
@@ -225,13 +275,26 @@ pub fn check(snap: &Snapshot, route: &Value, edit: &Edit) -> Check {
     let obj = match edited(route, edit) {
         Ok(o) => o,
         Err(diagnostics) => {
+            // Where the form's rules would have gone: after the others.
+            let rules = route["spec"]["rules"].as_array();
+            let first = rules
+                .into_iter()
+                .flatten()
+                .filter(|r| !is_match_rule(r))
+                .count();
+            let n = match &edit.match_form {
+                Some(Ok(f)) => f.rules.len(),
+                _ => 0,
+            };
             return Check {
                 diagnostics,
                 before,
+                match_at: (first..first + n).collect(),
                 ..Check::default()
             };
         }
     };
+    let match_at = match_at(&obj);
     let after = serde_yaml::to_string(&obj).unwrap_or_default();
     let (model, diagnostics) = validate(snap, ("Route", ns, name), &after);
     let service = obj["spec"]["service"].as_str().unwrap_or("");
@@ -260,6 +323,7 @@ pub fn check(snap: &Snapshot, route: &Value, edit: &Edit) -> Check {
         before,
         after,
         object: Some(obj),
+        match_at,
     }
 }
 
@@ -356,5 +420,118 @@ mod tests {
             )]),
         );
         assert!(bad.has_errors(), "a bad regex is the model's error");
+    }
+
+    /// The form's fields of the snapshot's match rule, plus `extra`.
+    fn form_fields(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut f: Vec<(String, String)> = [
+            ("w0", "80"),
+            ("w1", "20"),
+            ("match-form", "1"),
+            ("r0.version", "2.0"),
+            ("r0.a0", "any"),
+            ("r0.a0.c0.on", "header"),
+            ("r0.a0.c0.name", "gray"),
+            ("r0.a0.c0.op", "exact"),
+            ("r0.a0.c0.value", "1"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        f.push((
+            "samples".into(),
+            "/a x-canary:canary-7\n/a gray:1\n/a".into(),
+        ));
+        f
+    }
+
+    #[test]
+    fn the_form_unchanged_changes_nothing() {
+        let (s, route) = snap();
+        let c = check(&s, &route, &Edit::from_form(&form_fields(&[])));
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        assert_eq!(c.before, c.after);
+        assert_eq!(c.match_at, vec![2]);
+    }
+
+    #[test]
+    fn a_header_regex_rule_from_the_form_pins_its_requests() {
+        let (s, route) = snap();
+        let rule = [
+            ("r1.version", "1.1"),
+            ("r1.a0", "any"),
+            ("r1.a0.c0.on", "header"),
+            ("r1.a0.c0.name", "x-canary"),
+            ("r1.a0.c0.op", "regex"),
+            ("r1.a0.c0.value", "canary-[0-9]+"),
+        ];
+        let c = check(&s, &route, &Edit::from_form(&form_fields(&rule)));
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        assert_eq!(c.preview[0].1, "1.1 (match rule 2)");
+        assert_eq!(c.preview[1].1, "2.0 (match rule 1)");
+        assert!(c.preview[2].1.starts_with("major 1: 1.0 80%"));
+        assert!(c.after.contains("regex: canary-[0-9]+"), "{}", c.after);
+        assert_eq!(c.match_at, vec![2, 3]);
+    }
+
+    #[test]
+    fn an_invalid_regex_from_the_form_is_the_models_diagnostic_on_its_row() {
+        let (s, route) = snap();
+        let rule = [
+            ("r1.version", "1.1"),
+            ("r1.a0", "any"),
+            ("r1.a0.c0.on", "header"),
+            ("r1.a0.c0.name", "x-canary"),
+            ("r1.a0.c0.op", "regex"),
+            ("r1.a0.c0.value", "canary-("),
+        ];
+        let edit = Edit::from_form(&form_fields(&rule));
+        let c = check(&s, &route, &edit);
+        assert!(c.has_errors());
+        let d = &c.diagnostics[0];
+        assert_eq!(
+            d.field_path.as_deref(),
+            Some("spec.rules[3].matches[0].headers.x-canary.regex")
+        );
+        assert!(d.message.contains("not an RE2 regex"), "{d:?}");
+        let Some(Ok(rows)) = &edit.match_form else {
+            panic!("no rows")
+        };
+        let path = d.field_path.as_deref().unwrap_or("");
+        assert_eq!(
+            rows.slot(&c.match_at, path),
+            Some(crate::match_form::Slot::Condition(1, 0, 0))
+        );
+        // A query prefix is the model's refusal too, not the form's.
+        let q = [
+            ("r1.version", "1.1"),
+            ("r1.a0", "any"),
+            ("r1.a0.c0.on", "query"),
+            ("r1.a0.c0.name", "debug"),
+            ("r1.a0.c0.op", "prefix"),
+            ("r1.a0.c0.value", "t"),
+        ];
+        let c = check(&s, &route, &Edit::from_form(&form_fields(&q)));
+        assert!(
+            c.diagnostics
+                .iter()
+                .any(|d| d.message.contains("Istio has no query prefix")),
+            "{:?}",
+            c.diagnostics
+        );
+    }
+
+    #[test]
+    fn removing_every_row_removes_the_match_rules_and_a_bad_field_is_refused() {
+        let (s, route) = snap();
+        let e = Edit::from_form(&[("match-form".into(), "1".into())]);
+        let c = check(&s, &route, &e);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        assert!(!c.after.contains("matches"), "{}", c.after);
+        let bad = Edit::from_form(&form_fields(&[("r0.a0.c0.op", "suffix")]));
+        let c = check(&s, &route, &bad);
+        assert!(c.has_errors() && c.object.is_none());
+        assert!(c.diagnostics[0].message.starts_with("match rule form: "));
     }
 }

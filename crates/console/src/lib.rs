@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod diff;
 pub mod edit;
 pub mod kubernetes;
+pub mod match_form;
 pub mod pages;
 pub mod policies;
 pub mod prometheus;

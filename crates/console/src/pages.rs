@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::cluster::{Applied, Reach, Snapshot, condition, match_rules, ns_name, split_per_major};
 use crate::diff;
-use crate::edit::Check;
+use crate::edit::{Check, match_at};
 use crate::kubernetes::Access;
+use crate::match_form::{self, MatchForm};
 
 /// A cluster the editor may apply to, with whether the user may change
 /// Routes there.
@@ -226,14 +227,28 @@ fn default_samples(route: &Value) -> String {
 /// One weight slider: rule index, version, weight.
 type Slider = (usize, String, u64);
 
-/// The Route editor: sliders per major, match rules, samples, targets.
-/// When the user may not change Routes on this cluster, there is no Apply
-/// control, and a note says why; a target where they may not is disabled.
+/// How the editor shows the match rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchMode {
+    /// As the form's rows (the default).
+    Form,
+    /// As a YAML list in a textarea (`?matches=yaml`, for what the rows do
+    /// not make easy, e.g. pasting rules).
+    Yaml,
+}
+
+/// The Route editor: sliders per major, match rules (rows, or YAML),
+/// samples, targets. `versions` are the service's versions (the match
+/// rules' choices). When the user may not change Routes on this cluster,
+/// there is no Apply control, and a note says why; a target where they may
+/// not is disabled.
 pub fn editor(
     csrf: &str,
     clusters: &[String],
     cluster: usize,
     route: &Value,
+    versions: &[String],
+    mode: MatchMode,
     targets: &[Target],
 ) -> Markup {
     let own = targets
@@ -292,9 +307,20 @@ pub fn editor(
                     }
                 }
             }
-            fieldset {
-                legend { "match rules (YAML list; headers exact/prefix/regex, queryParams exact/regex)" }
-                textarea name="match-rules" rows="8" cols="70" { (match_yaml) }
+            @match mode {
+                MatchMode::Form => {
+                    (match_form::render(&base, &MatchForm::of_route(route), versions, &match_at(route), &[]))
+                    p.note { a #match-mode href={ (base) "/edit?matches=yaml" } { "edit the match rules as YAML" }
+                        " (reloads the page: unsaved changes are lost)" }
+                }
+                MatchMode::Yaml => {
+                    fieldset {
+                        legend { "match rules (YAML list; headers exact/prefix/regex, queryParams exact/regex)" }
+                        textarea name="match-rules" rows="8" cols="70" { (match_yaml) }
+                    }
+                    p.note { a #match-mode href={ (base) "/edit" } { "edit the match rules as a form" }
+                        " (reloads the page: unsaved changes are lost)" }
+                }
             }
             fieldset {
                 legend { "sample requests: PATH[?QUERY] [header:value]..." }

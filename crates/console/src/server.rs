@@ -11,10 +11,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use futures_util::stream::{self, Stream, StreamExt};
-use maud::Markup;
+use maud::{Markup, html};
 
 use crate::cluster::Snapshot;
 use crate::edit::{Check, Edit, check};
+use crate::match_form;
 use crate::pages::{self, ApplyReport, Target};
 use crate::{Console, auth};
 
@@ -30,6 +31,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/c/{cluster}/routes/{ns}/{name}/edit", get(edit_page))
         .route("/c/{cluster}/routes/{ns}/{name}/check", post(edit_check))
         .route("/c/{cluster}/routes/{ns}/{name}/apply", post(edit_apply))
+        .route("/c/{cluster}/routes/{ns}/{name}/rules", post(edit_rules))
         .route("/c/{cluster}/yaml/{plural}/{ns}/{name}", get(yaml_page))
         .route(
             "/c/{cluster}/yaml/{plural}/{ns}/{name}/check",
@@ -116,9 +118,16 @@ fn not_found(console: &Console, what: &str) -> Response {
         .into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct EditQuery {
+    /// `yaml`: the match rules as a YAML list instead of the form's rows.
+    matches: Option<String>,
+}
+
 async fn edit_page(
     State(console): Shared,
     Path((cluster, ns, name)): Path<(usize, String, String)>,
+    Query(q): Query<EditQuery>,
 ) -> Response {
     // This cluster and the others: those holding the same Route can take
     // the same change.
@@ -155,7 +164,21 @@ async fn edit_page(
             access,
         })
         .collect();
-    pages::editor(&console.csrf, &names(&console), cluster, route, &targets).into_response()
+    let mode = match q.matches.as_deref() {
+        Some("yaml") => pages::MatchMode::Yaml,
+        _ => pages::MatchMode::Form,
+    };
+    let versions = snap.versions(&ns, route["spec"]["service"].as_str().unwrap_or(""));
+    pages::editor(
+        &console.csrf,
+        &names(&console),
+        cluster,
+        route,
+        &versions,
+        mode,
+        &targets,
+    )
+    .into_response()
 }
 
 fn forbidden() -> Response {
@@ -178,7 +201,62 @@ async fn edit_check(
     let Some(route) = snap.route(&ns, &name) else {
         return not_found(&console, &format!("no Route {ns}/{name} on {}", c.name));
     };
-    pages::check(&check(&snap, route, &Edit::from_form(&form))).into_response()
+    let edit = Edit::from_form(&form);
+    let checked = check(&snap, route, &edit);
+    match &edit.match_form {
+        // The form's rows get their diagnostics too.
+        Some(Ok(rows)) => html! {
+            (pages::check(&checked))
+            (match_form::slots_oob(rows, &checked.match_at, &checked.diagnostics))
+        }
+        .into_response(),
+        _ => pages::check(&checked).into_response(),
+    }
+}
+
+/// A button of the match-rule form (`op`: add, remove or move a rule, an
+/// alternative or a condition): the form's rows re-rendered after it, and
+/// the live check of the result (out of band, into `#check`).
+async fn edit_rules(
+    State(console): Shared,
+    Path((cluster, ns, name)): Path<(usize, String, String)>,
+    headers: HeaderMap,
+    Form(form): FormFields,
+) -> Response {
+    if !auth::csrf_ok(&console, &headers, &form) {
+        return forbidden();
+    }
+    let Some(c) = console.clusters.get(cluster) else {
+        return not_found(&console, "no such cluster");
+    };
+    let snap = c.snapshot().await;
+    let Some(route) = snap.route(&ns, &name) else {
+        return not_found(&console, &format!("no Route {ns}/{name} on {}", c.name));
+    };
+    let mut edit = Edit::from_form(&form);
+    let versions = snap.versions(&ns, route["spec"]["service"].as_str().unwrap_or(""));
+    let op = form
+        .iter()
+        .find(|(k, _)| k == "op")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let mut rows = match edit.match_form.take() {
+        Some(Ok(rows)) => rows,
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        None => return (StatusCode::BAD_REQUEST, "no match-rule form\n").into_response(),
+    };
+    // A new rule goes to the newest version listed.
+    if let Err(e) = rows.apply(op, versions.last().map(String::as_str).unwrap_or("")) {
+        return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+    }
+    edit.match_form = Some(Ok(rows.clone()));
+    let checked = check(&snap, route, &edit);
+    let base = format!("/c/{cluster}/routes/{ns}/{name}");
+    html! {
+        (match_form::render(&base, &rows, &versions, &checked.match_at, &checked.diagnostics))
+        div #check hx-swap-oob="true" { (pages::check(&checked)) }
+    }
+    .into_response()
 }
 
 async fn edit_apply(
