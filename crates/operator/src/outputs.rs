@@ -132,9 +132,7 @@ pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.pointer("/metadata/labels")
-        .and_then(|l| l.get(key))
-        .and_then(Value::as_str)
+    obj.get("metadata")?.get("labels")?.get(key)?.as_str()
 }
 
 /// True when the object carries `app.kubernetes.io/managed-by: packlight`.
