@@ -463,7 +463,7 @@ pub fn render(
                             }
                         }
                     }
-                    " " (button(base, &format!("up-rule:{r}"), "↑", "try this rule before the one above"))
+                    @if r > 0 { " " (button(base, &format!("up-rule:{r}"), "↑", "try this rule before the one above")) }
                     " " (button(base, &format!("remove-rule:{r}"), "remove rule", "remove this rule"))
                     " " (diags(Slot::Rule(r)))
                     @for (a, conds) in rule.any_of.iter().enumerate() {
@@ -670,6 +670,10 @@ mod tests {
             field_path: Some("spec.rules[2].matches[0].headers.gray.regex".into()),
             ..Diagnostic::error("\"(\" is not an RE2 regex")
         };
+        let page =
+            render("/e", &form, &["2.0".into()], &at, std::slice::from_ref(&d)).into_string();
+        assert!(!page.contains("up-rule:0"), "the first rule cannot move up");
+        assert!(page.contains(r#"id="cd-0-0-0""#) && page.contains("is not an RE2 regex"));
         let html = slots_oob(&form, &at, &[d]).into_string();
         assert!(
             html.contains(r#"id="cd-0-0-0" hx-swap-oob="true""#),
