@@ -162,6 +162,10 @@ struct Inner {
     login: Option<SocketAddr>,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
+    /// Each callee's rendered clusters and routes, shared by the sidecars
+    /// that reach it and kept between pushes (re-rendered when its inputs
+    /// change).
+    renders: packlight_xds::RenderCache,
 }
 
 /// The engine handle (cheap to clone).
@@ -238,6 +242,7 @@ impl Engine {
                     stale: false,
                 }),
                 events,
+                renders: packlight_xds::RenderCache::new(),
             }),
         })
     }
@@ -688,6 +693,7 @@ impl Engine {
             todo.push((node, svc, ports, cert));
         }
         let t0 = Instant::now();
+        self.inner.renders.prune(&st.model.mesh);
         // Translation is CPU work per proxy: spread over the cores.
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -695,6 +701,7 @@ impl Engine {
             .min(todo.len().max(1));
         let chunk = todo.len().div_ceil(threads).max(1);
         let (mesh, xds, opts_ref, ca_ref) = (&st.model.mesh, &self.inner.xds, &opts, &ca);
+        let renders = &self.inner.renders;
         let parts: Vec<Result<Vec<(String, u64)>, EngineError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = todo
                 .chunks(chunk)
@@ -703,7 +710,9 @@ impl Engine {
                         part.iter()
                             .map(|(node, svc, ports, cert)| -> Result<_, EngineError> {
                                 let t = Instant::now();
-                                let cfg = packlight_xds::sidecar(mesh, svc, ports, opts_ref)?;
+                                let cfg = packlight_xds::sidecar_cached(
+                                    mesh, svc, ports, opts_ref, renders,
+                                )?;
                                 let secrets = packlight_xds::secrets(
                                     opts_ref,
                                     &cert.cert_pem,

@@ -13,12 +13,17 @@
 //! * [`ingress_gateway`]: the ingress gateway for every IngressPolicy.
 //! * [`secrets`]: the SDS secrets those configs name, from PEM the
 //!   runtime's CA supplies.
+//! * [`sidecar_cached`]: [`sidecar`] with a [`RenderCache`] the runtime
+//!   keeps between translations: each callee's clusters and routes are
+//!   rendered once for all callers and again only when its inputs change
+//!   (the output is the same as without the cache).
 //!
 //! Pure and deterministic: no I/O, no clock, no logging. It never serves
 //! xDS (the server lives elsewhere) and never re-validates input: the model
 //! did. Decisions are written down in `docs/xds.md`.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod clusters;
 mod hcm;
 mod inbound;
@@ -37,6 +42,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use packlight_model::ir::{Mesh, ServiceKey};
 
+pub use cache::RenderCache;
 pub use options::{Instance, XdsOptions};
 pub use secrets::secrets;
 
@@ -90,13 +96,35 @@ pub fn sidecar(
     instance: &Instance,
     opts: &XdsOptions,
 ) -> Result<ProxyConfig, XdsError> {
+    render_sidecar(mesh, svc, instance, opts, None)
+}
+
+/// [`sidecar`], taking each callee's parts from `cache` when it holds
+/// them for the same inputs (and keeping those it renders). Same output.
+pub fn sidecar_cached(
+    mesh: &Mesh,
+    svc: &ServiceKey,
+    instance: &Instance,
+    opts: &XdsOptions,
+    cache: &RenderCache,
+) -> Result<ProxyConfig, XdsError> {
+    render_sidecar(mesh, svc, instance, opts, Some(cache))
+}
+
+fn render_sidecar(
+    mesh: &Mesh,
+    svc: &ServiceKey,
+    instance: &Instance,
+    opts: &XdsOptions,
+    cache: Option<&RenderCache>,
+) -> Result<ProxyConfig, XdsError> {
     let service = mesh
         .services
         .get(svc)
         .filter(|s| s.workload.is_some())
         .ok_or_else(|| XdsError::UnknownWorkload(svc.to_string()))?;
     let mut out = ProxyConfig::default();
-    outbound::render(mesh, service, instance, opts, &mut out);
+    outbound::render(mesh, service, instance, opts, cache, &mut out);
     inbound::render(mesh, service, instance, opts, &mut out);
     out.secrets = vec![opts.sds_certificate.clone(), opts.sds_trust_bundle.clone()];
     Ok(out.sorted())

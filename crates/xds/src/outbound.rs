@@ -22,14 +22,16 @@ use crate::hcm::{chain, forward_proxy, http_filter, listener, manager};
 use crate::names::{EGRESS_CLUSTER, OUTBOUND};
 use crate::proto::any;
 use crate::routes::service_routes;
-use crate::{Instance, ProxyConfig, XdsOptions, clusters};
+use crate::{Instance, ProxyConfig, RenderCache, XdsOptions, clusters};
 
-/// Adds the outbound listener, its route configuration and clusters.
+/// Adds the outbound listener, its route configuration and clusters; each
+/// callee's clusters and routes come from `cache` when it has them.
 pub fn render(
     mesh: &Mesh,
     caller: &Service,
     inst: &Instance,
     opts: &XdsOptions,
+    cache: Option<&RenderCache>,
     out: &mut ProxyConfig,
 ) {
     let mut used = BTreeSet::new();
@@ -39,7 +41,18 @@ pub fn render(
         if !w.protocol.is_l7() {
             continue;
         }
-        clusters::mesh_clusters(svc, opts, out);
+        let routes = match cache {
+            Some(cache) => {
+                let callee = cache.callee(svc, opts);
+                out.clusters.extend_from_slice(&callee.clusters);
+                out.endpoints.extend_from_slice(&callee.endpoints);
+                callee.routes.clone()
+            }
+            None => {
+                clusters::mesh_clusters(svc, opts, out);
+                service_routes(svc, Vantage::Mesh, "/", "")
+            }
+        };
         let k = &svc.key;
         let mut names = vec![
             k.fqdn(),
@@ -53,7 +66,7 @@ pub fn render(
         hosts.push(VirtualHost {
             name: k.fqdn(),
             domains,
-            routes: service_routes(svc, Vantage::Mesh, "/", ""),
+            routes,
             ..Default::default()
         });
     }
