@@ -1,6 +1,7 @@
 //! A service's RouteTable as Envoy routes, in DESIGN.md's normative order:
 //! match routes (whole service), host majors (ingress only), path majors,
-//! the default major last. Shared by the sidecar's outbound routes and the
+//! the default major last (the default major's own path route is left out
+//! when no later path major overlaps it: the default route does the same). Shared by the sidecar's outbound routes and the
 //! ingress gateway. A service without a Route gets one route to its
 //! subset-less cluster, without the version header.
 
@@ -199,20 +200,37 @@ pub fn service_routes(svc: &Service, vantage: Vantage<'_>, within: &str, name: &
             }
         }
     }
-    for m in &table.majors {
-        if let MajorAddress::PathPrefix(p) = &m.address {
-            let Some(path) = intersect(&major_path(p, vantage), &scope) else {
-                continue;
-            };
-            let rm = RouteMatch {
-                path_specifier: Some(path_match(&path)),
-                ..Default::default()
-            };
-            let a = action(svc, port, table, &weights(m));
-            out.push(route(format!("{name}major-{}", m.major), rm, a));
+    let default = table.major(table.default_major).or(table.majors.first());
+    let paths: Vec<(&MajorScope, String)> = table
+        .majors
+        .iter()
+        .filter_map(|m| match &m.address {
+            MajorAddress::PathPrefix(p) => Some((m, intersect(&major_path(p, vantage), &scope)?)),
+            MajorAddress::Host(_) => None,
+        })
+        .collect();
+    for (i, (m, path)) in paths.iter().enumerate() {
+        // The default major's own path route is left out when no later
+        // path major overlaps it (the model refuses overlapping majors;
+        // checked all the same): what it matches lies within `scope` and
+        // passes the later ones, so the default route takes the same
+        // requests to the same weights. One route and one regex less for
+        // Envoy to build, for every caller, at every change.
+        if default.is_some_and(|d| d.major == m.major)
+            && paths[i + 1..]
+                .iter()
+                .all(|(_, later)| intersect(later, path).is_none())
+        {
+            continue;
         }
+        let rm = RouteMatch {
+            path_specifier: Some(path_match(path)),
+            ..Default::default()
+        };
+        let a = action(svc, port, table, &weights(m));
+        out.push(route(format!("{name}major-{}", m.major), rm, a));
     }
-    if let Some(m) = table.major(table.default_major).or(table.majors.first()) {
+    if let Some(m) = default {
         let rm = RouteMatch {
             path_specifier: Some(path_match(&scope)),
             ..Default::default()

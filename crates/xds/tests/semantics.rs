@@ -9,7 +9,9 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use packlight_model::ir::{Mesh, ServiceKey};
-use packlight_xds::{ProxyConfig, XdsOptions, ingress_gateway, sidecar};
+use packlight_xds::{
+    ProxyConfig, RenderCache, XdsOptions, ingress_gateway, sidecar, sidecar_cached,
+};
 use prost::Message;
 
 fn load(text: &str) -> Mesh {
@@ -147,6 +149,59 @@ fn routes_follow_the_normative_order_and_add_the_version_header() {
     }
 }
 
+/// The routes of `svc`'s virtual host in `caller`'s outbound config.
+fn route_names(mesh: &Mesh, caller: &str, svc: &str) -> Vec<String> {
+    let cfg = sidecar_of(mesh, "demo", caller);
+    let fqdn = ServiceKey::new("demo", svc).fqdn();
+    route_config(&cfg, "outbound")
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == fqdn)
+        .expect("virtual host")
+        .routes
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+#[test]
+fn the_default_majors_path_route_is_left_out_when_the_default_route_does_the_same() {
+    let service = |name: &str, versions: &[&str]| {
+        let vs: Vec<String> = versions
+            .iter()
+            .map(|v| format!("{{version: \"{v}\", image: \"example/{name}:{v}\"}}"))
+            .collect();
+        format!(
+            "---\napiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  port: 8000\n  versions: [{}]\n",
+            vs.join(", ")
+        )
+    };
+    let route = |name: &str, spec: &str| {
+        format!(
+            "---\napiVersion: packlight.dev/v1alpha1\nkind: Route\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  service: {name}\n{spec}"
+        )
+    };
+    let text = [
+        service("sleep", &["1.0"]),
+        service("one", &["1.0", "1.1"]),
+        route("one", "  rules:\n  - {version: \"1.0\", weight: 80}\n  - {version: \"1.1\", weight: 20}\n  - version: \"1.1\"\n    matches: [{headers: {gray: {exact: \"1\"}}}]\n"),
+        service("two", &["1.0", "2.0"]),
+        route("two", "  rules:\n  - {version: \"1.0\", weight: 100}\n  - {version: \"2.0\", weight: 100}\n"),
+        service("late", &["1.0", "2.0"]),
+        route("late", "  defaultMajor: \"2\"\n  rules:\n  - {version: \"1.0\", weight: 100}\n  - {version: \"2.0\", weight: 100}\n"),
+    ]
+    .concat();
+    let mesh = load(&text);
+    // One major: the default route alone carries the split.
+    assert_eq!(route_names(&mesh, "sleep", "one"), ["match-0-0", "default"]);
+    // Major 1 (the default) is disjoint from /v2: left out.
+    assert_eq!(route_names(&mesh, "sleep", "two"), ["major-2", "default"]);
+    // Major 2 is the default and the last path major.
+    assert_eq!(route_names(&mesh, "sleep", "late"), ["major-1", "default"]);
+    let cfg = sidecar_of(&mesh, "demo", "sleep");
+    support::validate("default major", &cfg).expect("real Envoy accepts it");
+}
+
 #[test]
 fn egress_deny_answers_502_and_whitelists_hosts() {
     let mesh = support::example("egress-sleep.yaml");
@@ -265,6 +320,43 @@ fn translation_is_deterministic() {
     let a = sidecar_of(&mesh, "demo", "httpbin");
     let b = sidecar_of(&mesh, "demo", "httpbin");
     assert_eq!(a, b);
+}
+
+#[test]
+fn a_render_cache_changes_nothing_but_the_work() {
+    let text = std::fs::read_to_string(support::root().join("examples/route-rules.yaml"))
+        .expect("example");
+    let caller_doc = "\n---\napiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {name: sleep, namespace: demo}\nspec:\n  port: 8080\n  versions: [{version: \"1.0\", image: \"example/sleep:1.0\"}]\n";
+    let before = load(&format!("{text}{caller_doc}"));
+    // The same mesh with other weights: the cache holds stale callees.
+    let after = load(&format!(
+        "{}{caller_doc}",
+        text.replacen("weight: 80", "weight: 60", 1)
+            .replacen("weight: 20", "weight: 40", 1)
+    ));
+    assert_ne!(before, after, "the example's weights changed");
+    let cache = RenderCache::new();
+    let caller = ServiceKey::new("demo", "sleep");
+    for (mesh, base) in [
+        (&before, 30000),
+        (&after, 30000),
+        (&after, 31000),
+        (&before, 30000),
+    ] {
+        let opts = XdsOptions::default().with_local_instances(mesh, base);
+        let v = mesh.services[&caller]
+            .versions()
+            .into_iter()
+            .next()
+            .expect("v");
+        let inst = opts.instances_of(&caller, &v)[0].clone();
+        let plain = sidecar(mesh, &caller, &inst, &opts).expect("sidecar");
+        let cached = sidecar_cached(mesh, &caller, &inst, &opts, &cache).expect("cached");
+        assert_eq!(plain, cached);
+        assert!(!cache.is_empty());
+    }
+    cache.prune(&Mesh::default());
+    assert!(cache.is_empty());
 }
 
 /// Fixed endpoints given by name cannot go over EDS (IPs only): such a
