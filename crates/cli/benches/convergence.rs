@@ -30,7 +30,9 @@
 //! all of them are affected by `svc-0`.
 //! Services without `command` or endpoints run no process.
 //!
-//! Also reported: config bytes of one sidecar (`/config_dump?include_eds`),
+//! Also reported, per round: the CPU time packlight and its Envoys used
+//! from the write to `Programmed` (`/proc/PID/task/*/schedstat`; the
+//! Envoys' stats are read after that). And: config bytes of one sidecar (`/config_dump?include_eds`),
 //! and VmRSS / VmHWM of the packlight process after the rounds.
 //!
 //! Run: `cargo bench -p packlight --bench convergence`. Environment:
@@ -38,7 +40,9 @@
 //! `CONVERGENCE_SLEEPS` (20), `CONVERGENCE_KEEP=1` keeps the work
 //! directory (logs), `CONVERGENCE_LOG` is `packlight up`'s `PACKLIGHT_LOG`
 //! (default `warn`; `packlight_standalone::engine=debug` logs each
-//! step's time to `packlight.log`). Envoy: `PACKLIGHT_ENVOY`, else
+//! step's time to `packlight.log`), `CONVERGENCE_BIN` another
+//! `packlight` binary to measure (e.g. a copy of an older build, to
+//! alternate old and new in one session). Envoy: `PACKLIGHT_ENVOY`, else
 //! `~/.cache/packlight/envoy-venv/bin/envoy`. Prints one JSON line per N.
 
 use std::io::{BufRead, BufReader};
@@ -194,7 +198,9 @@ fn start(work: &Path, api_port: u16, ingress_port: u16) -> anyhow::Result<(Up, D
     let envoy = packlight_testenv::envoy()?;
     let log = std::fs::File::create(work.join("packlight.log"))?;
     let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_packlight"))
+    let bin = std::env::var_os("CONVERGENCE_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_packlight").into());
+    let mut child = Command::new(bin)
         .arg("up")
         .arg(work.join("mesh"))
         .arg("--data-dir")
@@ -300,6 +306,45 @@ fn epoch_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// CPU time (ns) every thread of process `pid` has used so far, from
+/// `/proc/PID/task/*/schedstat` (0 when it is gone).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The Envoys `packlight up` (`pid`) started: its children named `envoy`.
+fn envoy_pids(pid: u32) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                // `PID (COMM) STATE PPID ...`; COMM may hold spaces.
+                let Some((head, tail)) = st.rsplit_once(')') else {
+                    return false;
+                };
+                head.ends_with("(envoy")
+                    && tail.split_whitespace().nth(1) == Some(pid.to_string().as_str())
+            })
+        })
+        .collect()
+}
+
+/// CPU (ns) of packlight and of its Envoys so far.
+fn cpu_of(pid: u32, envoys: &[u32]) -> (u64, u64) {
+    (cpu_ns(pid), envoys.iter().map(|&e| cpu_ns(e)).sum())
+}
+
 /// The anchor's weight for round `r`.
 fn weight(r: usize) -> u32 {
     // r % 7 < 7 and r % 2 < 2: the sum fits u32.
@@ -310,6 +355,10 @@ struct Round {
     envoy: Duration,
     api: Duration,
     apply: Duration,
+    /// CPU used from the write to `Programmed` by packlight and by all
+    /// its Envoys (before the Envoys' stats are read).
+    cpu_packlight: Duration,
+    cpu_envoys: Duration,
 }
 
 async fn round(
@@ -317,6 +366,7 @@ async fn round(
     api: &str,
     token: &str,
     admins: &[String],
+    pids: (u32, &[u32]),
     r: usize,
 ) -> anyhow::Result<Round> {
     let route_url = format!("{api}{API_BASE}/svc-0");
@@ -328,6 +378,7 @@ async fn round(
     let all: Vec<usize> = (0..admins.len()).collect();
     let base = states_of(http, admins, &all).await?;
     let body = route(0, weight(r));
+    let cpu0 = cpu_of(pids.0, pids.1);
     let t0_ms = epoch_ms();
     let t0 = Instant::now();
     let apply_call = async {
@@ -364,6 +415,7 @@ async fn round(
     };
     let (apply, api) = tokio::join!(apply_call, api_wait);
     let (apply, api) = (apply?, api?);
+    let cpu1 = cpu_of(pids.0, pids.1);
     // Now the Envoys: each one's last accepted update, by its own clock.
     let mut pending = all;
     let mut last_ms = t0_ms;
@@ -389,6 +441,8 @@ async fn round(
         envoy: Duration::from_millis(last_ms - t0_ms),
         api,
         apply,
+        cpu_packlight: Duration::from_nanos(cpu1.0.saturating_sub(cpu0.0)),
+        cpu_envoys: Duration::from_nanos(cpu1.1.saturating_sub(cpu0.1)),
     })
 }
 
@@ -469,9 +523,10 @@ async fn bench(services: usize, sleeps: usize, rounds: usize) -> anyhow::Result<
     let rss_ready = proc_kb(pid, "VmRSS:");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    let envoy_pids = envoy_pids(pid);
     let mut times = Vec::new();
     for r in 0..rounds {
-        times.push(round(&http, &api, &token, &admins, r).await?);
+        times.push(round(&http, &api, &token, &admins, (pid, &envoy_pids), r).await?);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let rss = proc_kb(pid, "VmRSS:");
@@ -494,6 +549,9 @@ async fn bench(services: usize, sleeps: usize, rounds: usize) -> anyhow::Result<
         "convergence_envoy": percentiles(times.iter().map(|t| t.envoy).collect()),
         "convergence_api": percentiles(times.iter().map(|t| t.api).collect()),
         "apply_call": percentiles(times.iter().map(|t| t.apply).collect()),
+        "cpu_to_programmed_packlight": percentiles(times.iter().map(|t| t.cpu_packlight).collect()),
+        "cpu_to_programmed_envoys": percentiles(times.iter().map(|t| t.cpu_envoys).collect()),
+        "envoy_processes": envoy_pids.len(),
         "rounds": rounds,
     }))
 }
