@@ -170,11 +170,14 @@ pub struct Rendered {
     /// form (owner reference not included) and what was made of it, so the
     /// next build converts to JSON only the objects that changed.
     previous: HashMap<(Kind, String, String), (u64, Arc<Desired>)>,
-    /// Per service, its [`packlight_istio::PER_SERVICE_KINDS`] objects with
-    /// their rendered form's hash: the next build reuses them for a
-    /// service that did not change instead of rendering it again.
-    per_service: HashMap<ServiceKey, Vec<(u64, Arc<Desired>)>>,
+    /// Per service, its [`packlight_istio::PER_SERVICE_KINDS`] objects: the
+    /// next build reuses them for a service that did not change instead of
+    /// rendering it again.
+    per_service: HashMap<ServiceKey, Made>,
 }
+
+/// A service's per-service objects.
+type Made = Arc<Vec<Arc<Desired>>>;
 
 impl Rendered {
     /// True when the resource was given and rejected.
@@ -306,18 +309,29 @@ impl Index {
         // Services equal to the last build's whose objects still name
         // their sources' current UIDs: their per-service objects are the
         // last build's, not rendered again.
-        let reused: HashMap<&ServiceKey, &Vec<(u64, Arc<Desired>)>> = model
+        // Usually empty: the sources made again under the same name.
+        let new_uids: BTreeSet<&ResourceId> = sources
+            .iter()
+            .filter(|(id, m)| before.sources.get(*id).is_none_or(|b| b.uid != m.uid))
+            .map(|(id, _)| id)
+            .collect();
+        let reused: HashMap<&ServiceKey, &Made> = model
             .mesh
             .services
             .iter()
             .filter(|(key, svc)| before.model.mesh.services.get(*key) == Some(*svc))
             .filter_map(|(key, _)| Some((key, before.per_service.get(key)?)))
-            .filter(|(_, made)| made.iter().all(|(_, d)| d.owner_is_current(&sources)))
+            .filter(|(_, made)| {
+                new_uids.is_empty()
+                    || made.iter().all(|d| {
+                        d.source.as_ref().is_none_or(|s| !new_uids.contains(s))
+                            && d.owner_is_current(&sources)
+                    })
+            })
             .collect();
         let mut desired: BTreeMap<String, Vec<Arc<Desired>>> = BTreeMap::new();
         let mut previous = HashMap::with_capacity(before.previous.len());
-        let mut per_service: HashMap<ServiceKey, Vec<(u64, Arc<Desired>)>> =
-            HashMap::with_capacity(model.mesh.services.len());
+        let mut fresh: HashMap<ServiceKey, Vec<Arc<Desired>>> = HashMap::new();
         let mut text = Vec::new();
         let skip = |svc: &packlight_model::ir::Service| reused.contains_key(&svc.key);
         packlight_istio::render_each_except(&model.mesh, &self.render, &skip, |o| {
@@ -356,28 +370,34 @@ impl Index {
             if packlight_istio::PER_SERVICE_KINDS.contains(&o.kind())
                 && let Some(service) = outputs::service_of(&made.value)
             {
-                per_service
+                fresh
                     .entry(ServiceKey::new(o.namespace(), service))
                     .or_default()
-                    .push((form, made.clone()));
+                    .push(made.clone());
             }
             previous.insert(key, (form, made));
         });
         // The reused objects join the rendered ones in render order: by
-        // kind, namespace and name (what a whole render gives).
+        // kind, namespace and name (what a whole render gives). They are
+        // not in `previous`: should their service change, its few objects
+        // are converted again.
+        let mut per_service: HashMap<ServiceKey, Made> =
+            HashMap::with_capacity(model.mesh.services.len());
+        per_service.extend(fresh.into_iter().map(|(k, v)| (k, Arc::new(v))));
         let mut unsorted = BTreeSet::new();
         let reused_services = reused.len();
         for (key, made) in reused {
-            for (form, d) in made {
+            for d in made.iter() {
                 if let Some(home) = outputs::home_namespace(&d.value) {
-                    desired.entry(home.to_string()).or_default().push(d.clone());
-                    unsorted.insert(home.to_string());
-                }
-                if let Some(k) = &d.key {
-                    previous.insert(
-                        (d.kind, k.namespace.clone(), k.name.clone()),
-                        (*form, d.clone()),
-                    );
+                    if !unsorted.contains(home) {
+                        unsorted.insert(home.to_string());
+                    }
+                    match desired.get_mut(home) {
+                        Some(each) => each.push(d.clone()),
+                        None => {
+                            desired.insert(home.to_string(), vec![d.clone()]);
+                        }
+                    }
                 }
             }
             per_service.insert(key.clone(), made.clone());
@@ -550,6 +570,7 @@ fn changed_namespaces(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) 
 pub struct ChangeFilter {
     seen: HashMap<String, String>,
     revision: Arc<AtomicU64>,
+    touched: Option<Arc<AtomicU64>>,
     resync: mpsc::UnboundedSender<()>,
     listed: bool,
 }
@@ -560,13 +581,28 @@ impl ChangeFilter {
         ChangeFilter {
             seen: HashMap::new(),
             revision,
+            touched: None,
             resync,
             listed: false,
         }
     }
 
+    /// Also moves `touched` on every event, including those that change
+    /// nothing that matters (a new resourceVersion at the same
+    /// generation): it tells a cache of the store's contents that they
+    /// may have changed. The event is already in the store when it moves.
+    pub fn touching(mut self, touched: Arc<AtomicU64>) -> Self {
+        self.touched = Some(touched);
+        self
+    }
+
     /// The object to trigger on, if the event changed anything.
     pub fn pass<K: Resource>(&mut self, event: watcher::Event<K>) -> Option<K> {
+        if let Some(t) = &self.touched
+            && !matches!(event, watcher::Event::Init)
+        {
+            t.fetch_add(1, Ordering::SeqCst);
+        }
         match event {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
                 let uid = obj.meta().uid.clone().unwrap_or_default();
@@ -833,6 +869,34 @@ mod tests {
         let again = s.index.build(3, &reusing);
         assert_eq!(objects(&again), objects(&whole));
         assert_eq!(again.digests, whole.digests);
+    }
+
+    #[test]
+    fn touched_moves_on_every_event_revision_only_on_changes() {
+        let (revision, touched) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (resync, _rx) = mpsc::unbounded_channel();
+        let mut f = ChangeFilter::new(revision.clone(), resync).touching(touched.clone());
+        let obj = |rv: &str| {
+            let mut o = k8s_openapi::api::core::v1::ConfigMap::default();
+            o.metadata.uid = Some("u".into());
+            o.metadata.generation = Some(1);
+            o.metadata.resource_version = Some(rv.into());
+            o
+        };
+        assert!(f.pass(watcher::Event::Apply(obj("1"))).is_some());
+        // Same generation, new resourceVersion (status, labels): nothing to
+        // reconcile, but the store's contents moved.
+        assert!(f.pass(watcher::Event::Apply(obj("2"))).is_none());
+        assert_eq!(revision.load(Ordering::SeqCst), 1);
+        assert_eq!(touched.load(Ordering::SeqCst), 2);
+        assert!(f.pass(watcher::Event::Delete(obj("3"))).is_some());
+        assert_eq!(
+            (
+                revision.load(Ordering::SeqCst),
+                touched.load(Ordering::SeqCst)
+            ),
+            (2, 3)
+        );
     }
 
     #[test]

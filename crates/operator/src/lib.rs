@@ -172,6 +172,13 @@ pub struct Context {
     /// reconcile converts from the watch cache only the objects that
     /// changed since the last one.
     live_values: Mutex<HashMap<ObjectKey, (String, Arc<serde_json::Value>)>>,
+    /// Moves on every event of a managed kind's watch (after the store has
+    /// it).
+    outputs_touched: Arc<AtomicU64>,
+    /// Per namespace: its live objects as the last reconcile found them,
+    /// kept while no managed object's event arrived and the set of
+    /// namespaces (which decides adoption) is the same.
+    live_snapshots: Mutex<HashMap<String, reconcile::LiveSnapshot>>,
     /// Per source resource: the resourceVersion at which its status was
     /// last written or found up to date, and the hash of the conditions it
     /// says; while both hold, a reconcile passes the resource without
@@ -280,7 +287,11 @@ async fn serve(
     // sources alone, so the echo of the operator's own writes triggers a
     // reconcile (drift is repaired) but never a rebuild of the model.
     let output_revision = Arc::new(AtomicU64::new(0));
-    let output_filter = || ChangeFilter::new(output_revision.clone(), resync_tx.clone());
+    let outputs_touched = Arc::new(AtomicU64::new(0));
+    let output_filter = || {
+        ChangeFilter::new(output_revision.clone(), resync_tx.clone())
+            .touching(outputs_touched.clone())
+    };
 
     let ns_api: Api<Namespace> = Api::all(client.clone());
     let ns_watch = match &config.namespace {
@@ -352,6 +363,8 @@ async fn serve(
         applied: Mutex::default(),
         deleted: Mutex::default(),
         live_values: Mutex::default(),
+        outputs_touched,
+        live_snapshots: Mutex::default(),
         statuses: Mutex::default(),
         namespaces: config.namespace.is_none().then(|| controller.store()),
     });

@@ -173,7 +173,7 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     if let Ok(mut d) = ctx.deleted.lock() {
         d.retain(|k, _| still_relevant(k, ns, &live, &gone));
     }
-    for (key, obj) in &live {
+    for (key, obj) in live.iter() {
         if wanted.contains(key) || is_protected(&rendered, obj) {
             continue;
         }
@@ -223,10 +223,54 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(RESYNC))
 }
 
+/// A namespace's live objects at one moment.
+pub struct LiveSnapshot {
+    touched: u64,
+    namespaces: Vec<String>,
+    live: Arc<BTreeMap<ObjectKey, Arc<Value>>>,
+}
+
 /// The managed objects this namespace holds (by home, or adopted), as
-/// JSON; converted from the watch cache only when their resourceVersion
-/// moved since the last reconcile.
+/// JSON. The last reconcile's answer when no managed object's watch moved
+/// since and the same namespaces exist; else read from the watch cache,
+/// converting only objects whose resourceVersion moved.
 fn live_objects(
+    ctx: &Context,
+    ns: &str,
+    gone: &dyn Fn(&str) -> bool,
+) -> Arc<BTreeMap<ObjectKey, Arc<Value>>> {
+    // Read before the stores: an event that lands during the scan moves
+    // it again, so the snapshot is never kept past it.
+    let touched = ctx.outputs_touched.load(Ordering::SeqCst);
+    let mut namespaces: Vec<String> = ctx
+        .namespaces
+        .as_ref()
+        .map(|n| n.state().iter().map(|n| n.name_any()).collect())
+        .unwrap_or_default();
+    namespaces.sort_unstable();
+    let mut snapshots = ctx.live_snapshots.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = snapshots.get(ns)
+        && s.touched == touched
+        && s.namespaces == namespaces
+    {
+        return s.live.clone();
+    }
+    let live = Arc::new(scan_live_objects(ctx, ns, gone));
+    if ctx.namespaces.is_some() {
+        snapshots.retain(|k, _| namespaces.binary_search(k).is_ok());
+    }
+    snapshots.insert(
+        ns.to_string(),
+        LiveSnapshot {
+            touched,
+            namespaces,
+            live: live.clone(),
+        },
+    );
+    live
+}
+
+fn scan_live_objects(
     ctx: &Context,
     ns: &str,
     gone: &dyn Fn(&str) -> bool,

@@ -152,6 +152,23 @@ async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() ->
         assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "Microservice");
     }
 
+    // An output deleted by hand comes back (the reconcile that follows
+    // the deletion reads the objects again, not a snapshot from before).
+    let uid = vs["metadata"]["uid"].clone();
+    h.output("VirtualService")
+        .delete("httpbin", &DeleteParams::default())
+        .await?;
+    eventually(
+        "the deleted VirtualService made again",
+        Duration::from_secs(20),
+        || async {
+            Ok(h.get_output("VirtualService", "httpbin")
+                .await?
+                .is_some_and(|v| v["metadata"]["uid"] != uid && default_split(&v).len() == 2))
+        },
+    )
+    .await?;
+
     // An Event marks the transition to Programmed.
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
         kube::Api::namespaced(h.admin.clone(), h.name());
