@@ -128,7 +128,20 @@ impl std::fmt::Display for ObjectKey {
 
 /// A string at a JSON pointer.
 pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
+    // `Value::pointer` unescapes every segment into a new string; the
+    // pointers here have no escapes, and this runs per object.
+    if pointer.contains('~') || !(pointer.is_empty() || pointer.starts_with('/')) {
+        return v.pointer(pointer).and_then(Value::as_str);
+    }
+    let mut cur = v;
+    for segment in pointer.split('/').skip(1) {
+        cur = match cur {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    cur.as_str()
 }
 
 fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
@@ -225,6 +238,27 @@ fn is_empty(v: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn str_at_reads_as_a_json_pointer_does() {
+        let v = serde_json::json!({"metadata": {"name": "n", "labels": {"a/b": "x", "c~d": "y"}},
+            "items": [{"k": "first"}], "n": 1});
+        for p in [
+            "/metadata/name",
+            "/items/0/k",
+            "/items/1/k",
+            "/items/x",
+            "/metadata/labels/a~1b",
+            "/metadata/labels/c~0d",
+            "/n",
+            "/missing/deeper",
+            "",
+            "metadata",
+        ] {
+            assert_eq!(str_at(&v, p), v.pointer(p).and_then(Value::as_str), "{p}");
+        }
+        assert_eq!(str_at(&v, "/items/0/k"), Some("first"));
+    }
 
     #[test]
     fn kinds_are_found_by_api_version_and_kind() {
