@@ -211,6 +211,32 @@ fn page_share(samples: &[BTreeMap<String, (f64, u64)>]) -> f64 {
     100.0 * a / (a + c)
 }
 
+/// With the traffic page open, ≥ 2,000 requests through the ingress: the
+/// ingress answers split with `percent` % on 1.0 (±4 points) and the
+/// page's rates say the same (±5); the page is saved as `shot`.
+async fn split_is(b: &Client, ingress: u16, percent: f64, shot: &str) {
+    let load = Load::start(ingress);
+    let samples = page_samples(b, &load.sent).await;
+    screenshot(b, shot).await;
+    let (seen, failed) = load.finish().await;
+    let total: usize = seen.values().sum();
+    assert!(
+        total >= 2000,
+        "only {total} answered ({failed} failed): {seen:?}"
+    );
+    assert_eq!(failed, 0, "{seen:?}");
+    let share = 100.0 * seen.get("1.0").copied().unwrap_or(0) as f64 / total as f64;
+    assert!(
+        (share - percent).abs() <= 4.0,
+        "ingress split {share:.1}%: {seen:?}"
+    );
+    let page_share = page_share(&samples);
+    assert!(
+        (page_share - percent).abs() <= 5.0,
+        "page rates: 1.0 has {page_share:.1}%: {samples:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
     let ingress = free_port();
@@ -290,26 +316,7 @@ async fn slider_apply_traffic_split_and_invalid_edit_in_chromium() {
     // Traffic through the ingress while the traffic page is open.
     b.goto(&format!("{base}/c/0/traffic")).await.unwrap();
     wait_text(&b, "#traffic", |t| t.contains("req/s"), "traffic page").await;
-    let load = Load::start(ingress);
-    let samples = page_samples(&b, &load.sent).await;
-    screenshot(&b, "traffic").await;
-    let (seen, failed) = load.finish().await;
-    let total: usize = seen.values().sum();
-    assert!(
-        total >= 2000,
-        "only {total} answered ({failed} failed): {seen:?}"
-    );
-    assert_eq!(failed, 0, "{seen:?}");
-    let share = 100.0 * seen.get("1.0").copied().unwrap_or(0) as f64 / total as f64;
-    assert!(
-        (share - 50.0).abs() <= 4.0,
-        "ingress split {share:.1}%: {seen:?}"
-    );
-    let page_share = page_share(&samples);
-    assert!(
-        (page_share - 50.0).abs() <= 5.0,
-        "page rates: 1.0 has {page_share:.1}%: {samples:?}"
-    );
+    split_is(&b, ingress, 50.0, "traffic").await;
 
     // Invalid edit: 60/30 typed in. The model's diagnostic is shown; the
     // apply is refused and the Route stays as it was.
@@ -547,26 +554,7 @@ async fn match_rule_form_pins_a_header_regex_while_the_rest_splits_80_20_in_chro
     wait_text(&b, "#traffic", |t| t.contains("req/s"), "traffic page").await;
     // The pinned requests leave the page's 2 s windows first.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let load = Load::start(ingress);
-    let samples = page_samples(&b, &load.sent).await;
     // The README's screenshot of a live 80/20 split.
-    screenshot(&b, "traffic-80-20").await;
-    let (seen, failed) = load.finish().await;
-    let total: usize = seen.values().sum();
-    assert!(
-        total >= 2000,
-        "only {total} answered ({failed} failed): {seen:?}"
-    );
-    assert_eq!(failed, 0, "{seen:?}");
-    let share = 100.0 * seen.get("1.0").copied().unwrap_or(0) as f64 / total as f64;
-    assert!(
-        (share - 80.0).abs() <= 4.0,
-        "ingress split {share:.1}%: {seen:?}"
-    );
-    let page_share = page_share(&samples);
-    assert!(
-        (page_share - 80.0).abs() <= 5.0,
-        "page rates: 1.0 has {page_share:.1}%: {samples:?}"
-    );
+    split_is(&b, ingress, 80.0, "traffic-80-20").await;
     b.close().await.unwrap();
 }

@@ -27,20 +27,19 @@
 //! It fails, never skips.
 //! Screenshots: `target/console-screenshots/kubernetes-*.png`.
 
+mod in_process;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 use fantoccini::{Client, Locator};
+use in_process::console;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use packlight_console::kubernetes::resource;
-use packlight_console::{Console, ConsoleArgs, clusters_from_args};
 use packlight_testenv::{TestEnv, TestNamespace};
 use serde_json::{Value, json};
 use support::{
@@ -199,29 +198,6 @@ fn kubeconfig(
         }))?,
     )?;
     Ok(path)
-}
-
-#[derive(Parser)]
-struct Flags {
-    #[command(flatten)]
-    console: ConsoleArgs,
-}
-
-/// The console, in this process, on the given flags; its base URL and
-/// login URL. Stopped when the sender drops.
-async fn console(flags: &[&str]) -> anyhow::Result<(String, String, oneshot::Sender<()>)> {
-    let mut argv = vec!["console", "--listen", "127.0.0.1:0", "--token", "t0ken"];
-    argv.extend(flags);
-    let args = Flags::try_parse_from(argv)?.console;
-    let clusters = clusters_from_args(&args).await?;
-    let console = Arc::new(Console::new(clusters, args.token.clone())?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(packlight_console::serve(listener, console, async {
-        let _ = rx.await;
-    }));
-    Ok((base.clone(), format!("{base}/login?token=t0ken"), tx))
 }
 
 /// The console on a kubeconfig and a headless Chromium logged in to it;
@@ -505,8 +481,8 @@ async fn an_invalid_edit_shows_the_models_diagnostic_and_applies_nothing() -> an
     // The API server's own refusal (the CRD's CEL rule, 422) of the same
     // Route, were it sent: reported with the API server's message.
     let kc = kc.to_str().unwrap();
-    let args = Flags::try_parse_from(["console", "--kubeconfig", kc, "--context", "alpha"])?;
-    let clusters = clusters_from_args(&args.console).await?;
+    let args = in_process::args(&["--kubeconfig", kc, "--context", "alpha"])?;
+    let clusters = packlight_console::clusters_from_args(&args).await?;
     let mut bad = serde_json::to_value(&before)?;
     bad["spec"]["rules"][0]["weight"] = json!(60);
     bad["spec"]["rules"][1]["weight"] = json!(30);

@@ -22,6 +22,7 @@
 //! Envoy, the Istio tools and Prometheus (built on first use). It fails,
 //! never skips. Screenshot: `target/console-screenshots/kubernetes-traffic.png`.
 
+mod in_process;
 // The editor's helpers, which this file does not use.
 #[allow(dead_code)]
 mod support;
@@ -29,20 +30,17 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use fantoccini::{Client, Locator};
+use in_process::console;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::ListParams;
-use packlight_console::{Console, ConsoleArgs, clusters_from_args};
 use packlight_testenv::mesh::{Mesh, Pod};
 use serde_json::json;
 use support::{chromium, free_port, packlight, screenshot, wait_text};
-use tokio::sync::oneshot;
 
 /// Requests sent through the split (the issue asks for at least 2,000).
 const REQUESTS: usize = 2400;
@@ -100,29 +98,6 @@ impl Drop for Operator {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-#[derive(Parser)]
-struct Flags {
-    #[command(flatten)]
-    console: ConsoleArgs,
-}
-
-/// The console in this process on `flags`; its base URL and login URL.
-/// Stopped when the sender drops.
-async fn console(flags: &[&str]) -> anyhow::Result<(String, String, oneshot::Sender<()>)> {
-    let mut argv = vec!["console", "--listen", "127.0.0.1:0", "--token", "t0ken"];
-    argv.extend(flags);
-    let args = Flags::try_parse_from(argv)?.console;
-    let clusters = clusters_from_args(&args).await?;
-    let console = Arc::new(Console::new(clusters, args.token.clone())?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(packlight_console::serve(listener, console, async {
-        let _ = rx.await;
-    }));
-    Ok((base.clone(), format!("{base}/login?token=t0ken"), tx))
 }
 
 /// A kubeconfig with two contexts on the bench's admin: `mesh` and
