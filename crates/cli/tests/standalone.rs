@@ -18,11 +18,7 @@ fn packlight() -> &'static str {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    packlight_testenv::free_port()
 }
 
 /// Real Envoy (installed on demand; never skips).

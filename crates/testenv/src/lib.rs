@@ -36,9 +36,11 @@ mod envoy;
 mod extra;
 pub mod mesh;
 mod namespace;
+mod port;
 
 pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
 pub use crds::install_crds;
 pub use envoy::envoy;
 pub use extra::{ExtraBench, start_extra};
 pub use namespace::{TestNamespace, namespace};
+pub use port::free_port;

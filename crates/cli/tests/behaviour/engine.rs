@@ -51,10 +51,7 @@ pub struct Up {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    packlight_testenv::free_port()
 }
 
 /// The packlight binary under test.

@@ -46,11 +46,7 @@ fn envoy() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    packlight_testenv::free_port()
 }
 
 /// A child process stopped (SIGTERM, then SIGKILL) on drop.
