@@ -5,15 +5,18 @@
 //! outgoing connections from: with 20 Envoys connecting, such a port can
 //! be taken before the server binds it (seen in CI: an ingress listener
 //! NACKed with "Address already in use"). These ports come from below
-//! that range (20000–32767), which the kernel never hands out by itself,
-//! each process starting at its own place and never giving a port twice.
+//! that range and below the ports `packlight up` takes for its own
+//! proxies the same way (10000 up to the ephemeral range,
+//! `packlight_standalone::proxies::free_port`): 3000–9999, which the
+//! kernel never hands out by itself, each process starting at its own
+//! place and never giving a port twice.
 
 use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const LOW: u32 = 20_000;
-const HIGH: u32 = 32_768;
+const LOW: u32 = 3_000;
+const HIGH: u32 = 10_000;
 
 /// A port on 127.0.0.1 that was free a moment ago, outside the kernel's
 /// ephemeral range (see the module doc).
@@ -51,7 +54,7 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), ports.len(), "{ports:?}");
         for p in ports {
-            assert!((20_000..32_768).contains(&p), "{p}");
+            assert!((3_000..10_000).contains(&p), "{p}");
             TcpListener::bind(("127.0.0.1", p)).expect("free");
         }
     }
