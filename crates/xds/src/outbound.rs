@@ -1,13 +1,18 @@
 //! The sidecar's outbound side: a listener on the instance's outbound
 //! address that the app uses as its HTTP(S) proxy (absolute URIs and
-//! CONNECT). Virtual hosts: one per service the caller may reach
-//! (`Mesh::reachable`, never the whole mesh), one per whitelisted egress
-//! host, and a catch-all that answers `502` under `egress: deny` (Istio's
-//! BlackHoleCluster) or forwards anywhere otherwise. Egress goes through a
-//! dynamic forward proxy cluster, by Host / CONNECT authority.
+//! CONNECT). Virtual hosts: one per service the caller may call
+//! (`Mesh::reachable` and `Mesh::may_call`, never the whole mesh); one,
+//! `access-denied`, for every service whose AccessPolicy does not name
+//! the caller, answering `403 RBAC: access denied` as the callee's RBAC
+//! would (which still enforces it; no clusters or routes for those
+//! services); one per whitelisted egress host; and a catch-all that
+//! answers `502` under `egress: deny` (Istio's BlackHoleCluster) or
+//! forwards anywhere otherwise. Egress goes through a dynamic forward
+//! proxy cluster, by Host / CONNECT authority.
 
 use std::collections::BTreeSet;
 
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
     route_action, route_match,
@@ -36,9 +41,15 @@ pub fn render(
 ) {
     let mut used = BTreeSet::new();
     let mut hosts = Vec::new();
+    let mut denied = Vec::new();
     for svc in mesh.reachable(&caller.key) {
         let Some(w) = &svc.workload else { continue };
         if !w.protocol.is_l7() {
+            continue;
+        }
+        let names = service_names(svc, caller);
+        if !mesh.may_call(&caller.key, svc) {
+            denied.extend(names);
             continue;
         }
         let routes = match cache {
@@ -53,20 +64,20 @@ pub fn render(
                 service_routes(svc, Vantage::Mesh, "/", "")
             }
         };
-        let k = &svc.key;
-        let mut names = vec![
-            k.fqdn(),
-            format!("{}.{}.svc", k.name, k.namespace),
-            format!("{}.{}", k.name, k.namespace),
-        ];
-        if k.namespace == caller.key.namespace {
-            names.push(k.name.clone());
-        }
         let domains = domains(&names, &mut used);
         hosts.push(VirtualHost {
-            name: k.fqdn(),
+            name: svc.key.fqdn(),
             domains,
             routes,
+            ..Default::default()
+        });
+    }
+    let domains = domains(&denied, &mut used);
+    if !domains.is_empty() {
+        hosts.push(VirtualHost {
+            name: "access-denied".to_string(),
+            domains,
+            routes: access_denied(),
             ..Default::default()
         });
     }
@@ -119,6 +130,21 @@ pub fn render(
         inst.outbound,
         vec![chain(OUTBOUND, hcm, None, None)],
     ));
+}
+
+/// The names a caller may use for `svc`: its FQDN, `NAME.NS.svc`,
+/// `NAME.NS`, and the bare name from its own namespace.
+fn service_names(svc: &Service, caller: &Service) -> Vec<String> {
+    let k = &svc.key;
+    let mut names = vec![
+        k.fqdn(),
+        format!("{}.{}.svc", k.name, k.namespace),
+        format!("{}.{}", k.name, k.namespace),
+    ];
+    if k.namespace == caller.key.namespace {
+        names.push(k.name.clone());
+    }
+    names
 }
 
 /// Each name with and without a port, minus those already taken.
@@ -209,6 +235,48 @@ fn forward() -> Vec<Route> {
         },
     ]
 }
+
+/// What the callee's RBAC filter answers a caller no rule names: `403`
+/// with body `RBAC: access denied` (Envoy's local reply adds
+/// `content-type: text/plain`, as it does for RBAC's), for plain HTTP and
+/// CONNECT alike.
+fn access_denied() -> Vec<Route> {
+    let deny = || {
+        Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 403,
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(
+                    ACCESS_DENIED.to_string(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    };
+    vec![
+        Route {
+            name: "access-denied-connect".to_string(),
+            r#match: Some(RouteMatch {
+                path_specifier: connect(),
+                ..Default::default()
+            }),
+            action: deny(),
+            ..Default::default()
+        },
+        Route {
+            name: "access-denied".to_string(),
+            r#match: Some(RouteMatch {
+                path_specifier: any_path(),
+                ..Default::default()
+            }),
+            action: deny(),
+            ..Default::default()
+        },
+    ]
+}
+
+/// The body of Envoy's RBAC denial.
+const ACCESS_DENIED: &str = "RBAC: access denied";
 
 /// `502` for plain HTTP and CONNECT alike (a refused tunnel).
 fn blackhole() -> Vec<Route> {

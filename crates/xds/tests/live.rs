@@ -298,6 +298,59 @@ fn mtls_and_access_policy_between_two_sidecars() {
     assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
 }
 
+/// A caller no rule of the callee's AccessPolicy names is answered by its
+/// own sidecar, exactly as the callee's RBAC would answer it (the callee
+/// is not even running here), for plain HTTP and CONNECT.
+#[test]
+fn a_caller_no_rule_names_gets_403_from_its_own_sidecar() {
+    let text = std::fs::read_to_string(support::root().join("examples/access-sleep-httpbin.yaml"))
+        .expect("example");
+    let curl = "---\napiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {name: curl, namespace: demo}\nspec:\n  port: 8080\n  versions: [{version: \"1.0\", image: x}]\n";
+    let (model, _) = packlight_model::load(&[(None, &format!("{text}\n{curl}"))], "default");
+    let inst = Instance {
+        outbound: free_addr(),
+        inbound: free_addr(),
+        app: free_addr(),
+    };
+    let cfg = sidecar(
+        &model.mesh,
+        &ServiceKey::new("demo", "curl"),
+        &inst,
+        &XdsOptions::default(),
+    )
+    .expect("sidecar");
+    assert!(
+        cfg.clusters.iter().all(|c| !c.name.contains("httpbin")),
+        "no cluster of a service the caller may not call"
+    );
+    let _envoy = start(&cfg, inst.outbound);
+    for url in [
+        "http://httpbin:8000/get",
+        "http://httpbin.demo.svc.cluster.local:8000/status/200",
+        "http://httpbin.demo/get",
+    ] {
+        let (status, headers, body) = get(inst.outbound, url, "");
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "RBAC: access denied"),
+            "{url}"
+        );
+        assert_eq!(
+            headers.get("content-type").map(String::as_str),
+            Some("text/plain"),
+            "{url}"
+        );
+    }
+    let (status, _, _) = send(
+        inst.outbound,
+        "CONNECT httpbin:8000 HTTP/1.1\r\nHost: httpbin:8000\r\n\r\n",
+    );
+    assert_eq!(status, 403);
+    // Not a mesh service: still the egress deny's 502.
+    let (status, _, _) = get(inst.outbound, "http://elsewhere:8000/get", "");
+    assert_eq!(status, 502);
+}
+
 /// Whitelisted destinations are reachable through the sidecar, by plain
 /// HTTP (absolute URI) and through a CONNECT tunnel; others are not.
 #[test]

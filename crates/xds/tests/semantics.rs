@@ -3,6 +3,7 @@
 
 mod support;
 
+use envoy_types::pb::envoy::config::core::v3::data_source;
 use envoy_types::pb::envoy::config::listener::v3::filter;
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route, route_action, route_match,
@@ -68,9 +69,10 @@ fn sidecar_holds_only_what_it_may_reach() {
     }
     yaml.push_str("---\napiVersion: packlight.dev/v1alpha1\nkind: Route\nmetadata: {name: svc-7, namespace: big}\nspec:\n  service: svc-7\n  rules: [{version: \"1.0\", weight: 90}, {version: \"1.1\", weight: 10}]\n");
     yaml.push_str("---\napiVersion: packlight.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: svc-7, namespace: big}\nspec:\n  service: svc-7\n  allow: [{from: [svc-0]}]\n");
-    // svc-8 is guarded by an AccessPolicy that does not name svc-0: svc-0
-    // still routes to it, and svc-8's RBAC answers 403 (DESIGN.md); the
-    // other 190 are denied by the namespace default alone: no route (502).
+    // svc-8 is guarded by an AccessPolicy that does not name svc-0: svc-0's
+    // sidecar answers 403 `RBAC: access denied` itself, as svc-8's RBAC
+    // would (DESIGN.md), and holds none of svc-8's clusters; the other 190
+    // are denied by the namespace default alone: no route (502).
     yaml.push_str("---\napiVersion: packlight.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: svc-8, namespace: big}\nspec:\n  service: svc-8\n  allow: [{from: [svc-1]}]\n");
     let mesh = load(&yaml);
     assert_eq!(mesh.services.len(), 200);
@@ -86,15 +88,54 @@ fn sidecar_holds_only_what_it_may_reach() {
         [
             "outbound|8000|v1-0|svc-7.big.svc.cluster.local",
             "outbound|8000|v1-1|svc-7.big.svc.cluster.local",
-            "outbound|8000||svc-8.big.svc.cluster.local",
         ]
     );
-    assert_eq!(cfg.endpoints.len(), 3);
+    assert_eq!(cfg.endpoints.len(), 2);
     // The inbound app cluster, the mesh clusters, nothing else (egress deny
     // without whitelist: no forward proxy).
-    assert_eq!(cfg.clusters.len(), 4);
+    assert_eq!(cfg.clusters.len(), 3);
     let hosts = &route_config(&cfg, "outbound").virtual_hosts;
-    assert_eq!(hosts.len(), 3, "svc-7, svc-8 and the catch-all");
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["svc-7.big.svc.cluster.local", "access-denied", "catch-all"]
+    );
+    let denied = &hosts[1];
+    assert_eq!(
+        denied.domains,
+        [
+            "svc-8.big.svc.cluster.local",
+            "svc-8.big.svc.cluster.local:*",
+            "svc-8.big.svc",
+            "svc-8.big.svc:*",
+            "svc-8.big",
+            "svc-8.big:*",
+            "svc-8",
+            "svc-8:*",
+        ]
+    );
+    for r in &denied.routes {
+        let Some(route::Action::DirectResponse(d)) = &r.action else {
+            panic!("{}: not a direct response", r.name)
+        };
+        let body = d.body.as_ref().and_then(|b| b.specifier.as_ref());
+        assert_eq!(d.status, 403, "{}", r.name);
+        assert_eq!(
+            body,
+            Some(&data_source::Specifier::InlineString(
+                "RBAC: access denied".to_string()
+            ))
+        );
+    }
+    // svc-1, which svc-8 allows and svc-7 does not, the other way round.
+    let cfg = sidecar_of(&mesh, "big", "svc-1");
+    let hosts = &route_config(&cfg, "outbound").virtual_hosts;
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["svc-8.big.svc.cluster.local", "access-denied", "catch-all"]
+    );
+    assert_eq!(hosts[1].domains[0], "svc-7.big.svc.cluster.local");
     support::validate("scoping", &cfg).expect("real Envoy accepts it");
 }
 
