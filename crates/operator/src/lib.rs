@@ -179,6 +179,10 @@ pub struct Context {
     /// kept while no managed object's event arrived and the set of
     /// namespaces (which decides adoption) is the same.
     live_snapshots: Mutex<HashMap<String, reconcile::LiveSnapshot>>,
+    /// Per namespace: the desired objects the last reconcile found in
+    /// place, with the live snapshot it found them in; while a reconcile
+    /// sees the same snapshot, the same objects need no look at all.
+    confirmed: Mutex<HashMap<String, reconcile::Confirmed>>,
     /// Per source resource: the resourceVersion at which its status was
     /// last written or found up to date, and the hash of the conditions it
     /// says; while both hold, a reconcile passes the resource without
@@ -365,6 +369,7 @@ async fn serve(
         live_values: Mutex::default(),
         outputs_touched,
         live_snapshots: Mutex::default(),
+        confirmed: Mutex::default(),
         statuses: Mutex::default(),
         namespaces: config.namespace.is_none().then(|| controller.store()),
     });

@@ -110,27 +110,47 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     let live_ref = &live;
     let absent_ref = &absent;
     // Objects whose live copy is the very one last applied or confirmed at
-    // this hash (same resourceVersion) are unchanged without a look inside.
-    let mut placed: Vec<(Option<ResourceId>, Placed)> = Vec::new();
+    // this hash (same resourceVersion) are unchanged without a look inside;
+    // those the last reconcile confirmed in this very snapshot (the same
+    // `Arc`s: the build reuses an unchanged object's) without a lookup.
+    let mut placed: Vec<(Option<ResourceId>, Placed)> = Vec::with_capacity(desired.len());
     let mut todo: Vec<Arc<Desired>> = Vec::new();
+    let before = ctx
+        .confirmed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(ns)
+        .filter(|c| Arc::ptr_eq(&c.live, &live));
+    let mut confirmed = Confirmed {
+        live: live.clone(),
+        objects: HashMap::with_capacity(desired.len()),
+    };
     {
         let memo = ctx.applied.lock().unwrap_or_else(|p| p.into_inner());
         for d in desired {
-            let same = d
-                .key
-                .as_ref()
-                .and_then(|k| Some((memo.get(k)?, live.get(k)?)))
-                .is_some_and(|((h, rv), cur)| {
-                    *h == d.hash
-                        && outputs::str_at(cur, "/metadata/resourceVersion") == Some(rv.as_str())
-                });
+            let seen = before.as_ref().is_some_and(|c| c.holds(d));
+            let same = seen
+                || d.key
+                    .as_ref()
+                    .and_then(|k| Some((memo.get(k)?, live.get(k)?)))
+                    .is_some_and(|((h, rv), cur)| {
+                        *h == d.hash
+                            && outputs::str_at(cur, "/metadata/resourceVersion")
+                                == Some(rv.as_str())
+                    });
             if same {
                 placed.push((d.source.clone(), Placed::Unchanged));
+                confirmed.insert(d);
             } else {
                 todo.push(d.clone());
             }
         }
     }
+    drop(before);
+    ctx.confirmed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(ns.to_string(), confirmed);
     let slow: Vec<(Option<ResourceId>, Placed)> = futures::stream::iter(todo)
         .map(|d| async move {
             let source = d.source.clone();
@@ -221,6 +241,26 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
         return Err(Error::ApplyFailed(failed));
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The desired objects one reconcile found in place, and the live
+/// snapshot it found them in. Holding the `Arc`s keeps their addresses
+/// from being reused by other objects while they are keys here.
+pub struct Confirmed {
+    live: Arc<BTreeMap<ObjectKey, Arc<Value>>>,
+    objects: HashMap<usize, Arc<Desired>>,
+}
+
+impl Confirmed {
+    fn insert(&mut self, d: &Arc<Desired>) {
+        self.objects.insert(Arc::as_ptr(d) as usize, d.clone());
+    }
+
+    fn holds(&self, d: &Arc<Desired>) -> bool {
+        self.objects
+            .get(&(Arc::as_ptr(d) as usize))
+            .is_some_and(|c| Arc::ptr_eq(c, d))
+    }
 }
 
 /// A namespace's live objects at one moment.
@@ -729,5 +769,26 @@ mod tests {
         assert!(backoff(1, 0) < backoff(1, 999));
         assert!(backoff(3, 500) > backoff(1, 999));
         assert!(backoff(40, 999) <= Duration::from_millis(450_000));
+    }
+
+    #[test]
+    fn confirmed_holds_the_same_object_not_an_equal_one() {
+        let object = || {
+            Arc::new(Desired {
+                kind: packlight_istio::Kind::VirtualService,
+                value: json!({"kind": "VirtualService"}),
+                hash: 7,
+                key: None,
+                source: None,
+            })
+        };
+        let (a, b) = (object(), object());
+        let mut c = Confirmed {
+            live: Arc::new(BTreeMap::new()),
+            objects: HashMap::new(),
+        };
+        c.insert(&a);
+        assert!(c.holds(&a));
+        assert!(!c.holds(&b), "equal content is not the object confirmed");
     }
 }
