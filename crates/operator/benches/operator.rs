@@ -14,8 +14,12 @@
 //! the API server process (the bench binary: etcd, kube-apiserver and its
 //! controllers in one process) and this process used, and what the API
 //! server's `/metrics` say happened (requests by verb and resource, flow
-//! control waits, etcd latency). `PACKLIGHT_BENCH_POLL_MS` (default 100)
-//! is how often the bulk phase lists the Routes to see them Programmed.
+//! control waits, etcd latency). `PACKLIGHT_BENCH_POLL_MS` (default
+//! 1,000) is how often the bulk phase lists the Routes to see them
+//! Programmed: each list of 1,000 whole Routes costs the API server ~130
+//! ms of the CPU the operator's writes need (at 100 ms the bench's own
+//! lists made the bulk phase 1.3-1.5x slower), so the figure is late by up
+//! to one period.
 //!
 //! `PACKLIGHT_BENCH_CEILING=1`: no operator. The floor any operator faces
 //! on this API server: per round (`PACKLIGHT_BENCH_CEILING_INFLIGHT`,
@@ -405,7 +409,7 @@ async fn bench(n: usize) -> anyhow::Result<()> {
         std::env::var("PACKLIGHT_BENCH_POLL_MS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(100),
+            .unwrap_or(1000),
     );
     let rss_idle = peak_rss_kb();
     let before = Snap::take(&h.admin, api_pid).await;
