@@ -241,38 +241,7 @@ fn forward() -> Vec<Route> {
 /// `content-type: text/plain`, as it does for RBAC's), for plain HTTP and
 /// CONNECT alike.
 fn access_denied() -> Vec<Route> {
-    let deny = || {
-        Some(route::Action::DirectResponse(DirectResponseAction {
-            status: 403,
-            body: Some(DataSource {
-                specifier: Some(data_source::Specifier::InlineString(
-                    ACCESS_DENIED.to_string(),
-                )),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
-    };
-    vec![
-        Route {
-            name: "access-denied-connect".to_string(),
-            r#match: Some(RouteMatch {
-                path_specifier: connect(),
-                ..Default::default()
-            }),
-            action: deny(),
-            ..Default::default()
-        },
-        Route {
-            name: "access-denied".to_string(),
-            r#match: Some(RouteMatch {
-                path_specifier: any_path(),
-                ..Default::default()
-            }),
-            action: deny(),
-            ..Default::default()
-        },
-    ]
+    local_reply("access-denied", 403, Some(ACCESS_DENIED))
 }
 
 /// The body of Envoy's RBAC denial.
@@ -280,29 +249,39 @@ const ACCESS_DENIED: &str = "RBAC: access denied";
 
 /// `502` for plain HTTP and CONNECT alike (a refused tunnel).
 fn blackhole() -> Vec<Route> {
-    let deny = || {
+    local_reply("blackhole", 502, None)
+}
+
+/// Routes `NAME-connect` (CONNECT) and `NAME` (any path) answering
+/// `status` (with `body`) from Envoy itself.
+fn local_reply(name: &str, status: u32, body: Option<&str>) -> Vec<Route> {
+    let action = || {
         Some(route::Action::DirectResponse(DirectResponseAction {
-            status: 502,
+            status,
+            body: body.map(|b| DataSource {
+                specifier: Some(data_source::Specifier::InlineString(b.to_string())),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
     };
     vec![
         Route {
-            name: "blackhole-connect".to_string(),
+            name: format!("{name}-connect"),
             r#match: Some(RouteMatch {
                 path_specifier: connect(),
                 ..Default::default()
             }),
-            action: deny(),
+            action: action(),
             ..Default::default()
         },
         Route {
-            name: "blackhole".to_string(),
+            name: name.to_string(),
             r#match: Some(RouteMatch {
                 path_specifier: any_path(),
                 ..Default::default()
             }),
-            action: deny(),
+            action: action(),
             ..Default::default()
         },
     ]

@@ -31,6 +31,15 @@ fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// An instance on three free loopback ports (no app listens on `app`).
+fn free_instance() -> Instance {
+    Instance {
+        outbound: free_addr(),
+        inbound: free_addr(),
+        app: free_addr(),
+    }
+}
+
 fn start(cfg: &ProxyConfig, wait_for: SocketAddr) -> Envoy {
     start_as(
         cfg,
@@ -137,11 +146,7 @@ fn split_matches_and_majors_through_a_real_sidecar() {
     let (model, _) = packlight_model::load(&[(None, &yaml)], "default");
     assert!(model.diagnostics.is_empty(), "{:?}", model.diagnostics);
     let mesh = model.mesh;
-    let inst = Instance {
-        outbound: free_addr(),
-        inbound: free_addr(),
-        app: free_addr(),
-    };
+    let inst = free_instance();
     // No instances for httpbin: its fixed endpoints, in plain text.
     let cfg = sidecar(
         &mesh,
@@ -186,11 +191,7 @@ fn split_matches_and_majors_through_a_real_sidecar() {
 #[test]
 fn egress_deny_refuses_http_and_connect() {
     let mesh = support::example("egress-sleep.yaml");
-    let inst = Instance {
-        outbound: free_addr(),
-        inbound: free_addr(),
-        app: free_addr(),
-    };
+    let inst = free_instance();
     let cfg = sidecar(
         &mesh,
         &ServiceKey::new("demo", "sleep"),
@@ -247,11 +248,7 @@ fn mtls_and_access_policy_between_two_sidecars() {
         inbound: free_addr(),
         app: app_addr,
     };
-    let sl = Instance {
-        outbound: free_addr(),
-        inbound: free_addr(),
-        app: free_addr(),
-    };
+    let sl = free_instance();
     let mut opts = XdsOptions::default();
     opts.instances
         .entry(httpbin.clone())
@@ -287,11 +284,7 @@ fn mtls_and_access_policy_between_two_sidecars() {
     assert_eq!(status, 0, "plain text must not get an HTTP answer");
     // Another identity with a valid certificate: authenticated, not allowed.
     let imposter = ca.identity("spiffe://cluster.local/ns/demo/sa/curl");
-    let sl2 = Instance {
-        outbound: free_addr(),
-        inbound: free_addr(),
-        app: free_addr(),
-    };
+    let sl2 = free_instance();
     let sl2_cfg = sidecar(&mesh, &sleep, &sl2, &opts).expect("sidecar");
     let _sl2 = start_as(&sl2_cfg, sl2.outbound, &imposter);
     let (status, _, body) = get(sl2.outbound, "http://httpbin:8000/get", "");
@@ -307,11 +300,7 @@ fn a_caller_no_rule_names_gets_403_from_its_own_sidecar() {
         .expect("example");
     let curl = "---\napiVersion: packlight.dev/v1alpha1\nkind: Microservice\nmetadata: {name: curl, namespace: demo}\nspec:\n  port: 8080\n  versions: [{version: \"1.0\", image: x}]\n";
     let (model, _) = packlight_model::load(&[(None, &format!("{text}\n{curl}"))], "default");
-    let inst = Instance {
-        outbound: free_addr(),
-        inbound: free_addr(),
-        app: free_addr(),
-    };
+    let inst = free_instance();
     let cfg = sidecar(
         &model.mesh,
         &ServiceKey::new("demo", "curl"),
@@ -372,11 +361,7 @@ fn whitelisted_egress_is_reachable_over_http_and_connect() {
     );
     let (model, _) = packlight_model::load(&[(None, &yaml)], "default");
     assert!(model.diagnostics.is_empty(), "{:?}", model.diagnostics);
-    let inst = Instance {
-        outbound: free_addr(),
-        inbound: free_addr(),
-        app: free_addr(),
-    };
+    let inst = free_instance();
     let cfg = sidecar(
         &model.mesh,
         &ServiceKey::new("demo", "sleep"),
