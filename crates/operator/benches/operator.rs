@@ -245,32 +245,20 @@ fn report(what: &str, a: &Snap, b: &Snap, writes: usize) {
     );
     // Requests the API server answered, by verb, resource and subresource.
     let mut counts: BTreeMap<String, f64> = BTreeMap::new();
-    for (n, l, v) in &b.metrics.0 {
-        if n == "apiserver_request_total" {
-            let k = format!(
-                "{} {}{}",
-                label(l, "verb"),
-                label(l, "resource"),
-                match label(l, "subresource") {
-                    s if s.is_empty() => String::new(),
-                    s => format!("/{s}"),
-                }
-            );
-            *counts.entry(k).or_default() += v;
-        }
-    }
-    for (n, l, v) in &a.metrics.0 {
-        if n == "apiserver_request_total" {
-            let k = format!(
-                "{} {}{}",
-                label(l, "verb"),
-                label(l, "resource"),
-                match label(l, "subresource") {
-                    s if s.is_empty() => String::new(),
-                    s => format!("/{s}"),
-                }
-            );
-            *counts.entry(k).or_default() -= v;
+    for (snap, sign) in [(b, 1.0), (a, -1.0)] {
+        for (n, l, v) in &snap.metrics.0 {
+            if n == "apiserver_request_total" {
+                let k = format!(
+                    "{} {}{}",
+                    label(l, "verb"),
+                    label(l, "resource"),
+                    match label(l, "subresource") {
+                        s if s.is_empty() => String::new(),
+                        s => format!("/{s}"),
+                    }
+                );
+                *counts.entry(k).or_default() += sign * v;
+            }
         }
     }
     // Every write request the API server answered (the API server's own
