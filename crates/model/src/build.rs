@@ -4,7 +4,7 @@
 //! runtimes keep its last good output.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::diagnostic::{Diagnostic, Reason, ResourceId};
 use crate::ir::*;
@@ -108,10 +108,21 @@ pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
             (origin, d)
         })
         .collect();
+    // Every resource seen is accepted unless rejected.
+    let mut verdicts: BTreeMap<ResourceId, Verdict> = b
+        .index
+        .into_keys()
+        .map(|id| (id, Verdict::Accepted))
+        .collect();
+    verdicts.extend(
+        b.rejected
+            .into_iter()
+            .map(|(id, reason)| (id, Verdict::Rejected(reason))),
+    );
     Model {
         mesh,
         diagnostics: Vec::new(),
-        verdicts: b.verdicts,
+        verdicts,
         pending,
     }
 }
@@ -262,12 +273,12 @@ fn check_all(inputs: &[Input], parallel_min: usize) -> Vec<Checked> {
 #[derive(Default)]
 struct Builder {
     diags: Vec<(Option<usize>, Diagnostic)>,
-    verdicts: BTreeMap<ResourceId, Verdict>,
-    /// Every resource whose verdict is not `Accepted`: empty for valid
-    /// input, so asking whether a resource was accepted costs nothing
-    /// there (a search of `verdicts` per resource was a third of the
-    /// build at 10,000 services).
-    rejected: BTreeSet<ResourceId>,
+    /// Every rejected resource with why; the others are accepted (the
+    /// verdicts are made from this and `index` once, at the end). Empty
+    /// for valid input, so asking whether a resource was accepted costs
+    /// nothing there (a search of all verdicts per resource was a third
+    /// of the build at 10,000 services).
+    rejected: BTreeMap<ResourceId, Reason>,
     /// Where each resource is in the inputs; only looked up, never
     /// walked, so a hash map (its order never shows).
     index: HashMap<ResourceId, usize>,
@@ -288,14 +299,10 @@ impl Builder {
         };
         self.diags.push((Some(idx), d));
         // Invalid outranks Conflict: fixing a conflict would not help.
-        let v = self
-            .verdicts
-            .entry(id.clone())
-            .or_insert(Verdict::Rejected(reason));
-        if *v == Verdict::Accepted || reason == Reason::Invalid {
-            *v = Verdict::Rejected(reason);
+        let r = self.rejected.entry(id.clone()).or_insert(reason);
+        if reason == Reason::Invalid {
+            *r = reason;
         }
-        self.rejected.insert(id.clone());
     }
 
     fn warn(&mut self, id: &ResourceId, d: Diagnostic) {
@@ -308,10 +315,10 @@ impl Builder {
         self.reject(id, reason, d, idx);
     }
 
-    /// Whether a resource that [`Builder::single`] has seen is accepted
+    /// Whether a resource that [`Builder::place`] has seen is accepted
     /// (so far).
     fn accepted(&self, id: &ResourceId) -> bool {
-        !self.rejected.contains(id)
+        !self.rejected.contains_key(id)
     }
 
     /// Places one resource checked alone; `index` already holds it.
@@ -361,16 +368,8 @@ impl Builder {
             }
         }
         if !ok {
-            self.rejected.insert(id.clone());
+            self.rejected.insert(id.clone(), Reason::Invalid);
         }
-        self.verdicts.insert(
-            id.clone(),
-            if ok {
-                Verdict::Accepted
-            } else {
-                Verdict::Rejected(Reason::Invalid)
-            },
-        );
         self.diags.extend(diags.into_iter().map(|d| (Some(idx), d)));
     }
 
@@ -613,8 +612,9 @@ impl Builder {
     /// used afterwards.
     fn assemble(&mut self) -> Mesh {
         let mut mesh = Mesh::default();
-        // Every source below was seen by `single`.
-        let accepted = |rejected: &BTreeSet<ResourceId>, id: &ResourceId| !rejected.contains(id);
+        // Every source below was seen by `place`.
+        let accepted =
+            |rejected: &BTreeMap<ResourceId, Reason>, id: &ResourceId| !rejected.contains_key(id);
         let rejected = &self.rejected;
         mesh.namespaces = std::mem::take(&mut self.namespaces)
             .into_iter()
@@ -726,7 +726,7 @@ impl Builder {
 mod tests {
     use super::*;
 
-    /// 1,500 resources (over the two-thread threshold) with an invalid
+    /// 1,201 resources (over the two-thread threshold) with an invalid
     /// one in each half, a duplicate across the halves and two Routes for
     /// one service.
     fn inputs() -> Vec<Input> {
