@@ -21,6 +21,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, Error as _, IntoDeseria
 use serde_json::Value;
 use yaml_rust2::parser::{Event, Parser};
 
+use crate::lines::Lines;
 use crate::resource::{Input, Origin, Resource, is_dns_label};
 use crate::source::{MAX_DEPTH, MAX_DOCUMENTS, MAX_INPUT_BYTES, MAX_NODES, scalar};
 use packlight_api as api;
@@ -95,17 +96,33 @@ fn read_halves(
 }
 
 /// Every document of one piece of text, as `source::read_documents` walks
-/// them; the first thing outside the fast path is an error.
+/// them; the first thing outside the fast path is an error. The events
+/// come from the line scanner ([`crate::lines`]); a piece it gives up on
+/// is read again with `yaml_rust2`'s parser.
 fn read_piece(
     piece: &str,
     text: usize,
     namespace: &str,
     out: &mut Vec<Input>,
 ) -> Result<Counts, Error> {
-    let mut ev = Events {
-        parser: Parser::new_from_str(piece),
-        nodes: 0,
-    };
+    let before = out.len();
+    let mut ev = Events::new(Source::Lines(Lines::new(piece)));
+    match read_events(&mut ev, text, namespace, out) {
+        Err(_) if ev.given_up => {
+            out.truncate(before);
+            let mut ev = Events::new(Source::Yaml(Box::new(Parser::new_from_str(piece))));
+            read_events(&mut ev, text, namespace, out)
+        }
+        r => r,
+    }
+}
+
+fn read_events(
+    ev: &mut Events<'_>,
+    text: usize,
+    namespace: &str,
+    out: &mut Vec<Input>,
+) -> Result<Counts, Error> {
     let mut doc = 0;
     loop {
         match ev.next()? {
@@ -116,7 +133,7 @@ fn read_piece(
                     return Err(not_here());
                 }
                 let first = ev.next()?;
-                let node = Node::new(&mut ev, first, 0)?;
+                let node = Node::new(ev, first, 0)?;
                 if matches!(node.event, Event::MappingStart(..)) {
                     let resource = read_resource(node.events, namespace)?;
                     out.push(Input {
@@ -213,17 +230,39 @@ fn rest_of<T: DeserializeOwned>(ev: &mut Events<'_>, keys: Keys) -> Result<T, Er
     Ok(value)
 }
 
-/// The parser and the node count of one piece of text.
-struct Events<'a> {
-    parser: Parser<std::str::Chars<'a>>,
-    nodes: usize,
+/// Where a piece's events come from.
+enum Source<'a> {
+    Lines(Lines<'a>),
+    Yaml(Box<Parser<std::str::Chars<'a>>>),
 }
 
-impl Events<'_> {
+/// The events and the node count of one piece of text.
+struct Events<'a> {
+    source: Source<'a>,
+    nodes: usize,
+    /// The line scanner gave the text up (not a verdict on the text).
+    given_up: bool,
+}
+
+impl<'a> Events<'a> {
+    fn new(source: Source<'a>) -> Self {
+        Events {
+            source,
+            nodes: 0,
+            given_up: false,
+        }
+    }
+
     fn next(&mut self) -> Result<Event, Error> {
-        match self.parser.next_token() {
-            Ok((event, _)) => Ok(event),
-            Err(_) => Err(not_here()),
+        match &mut self.source {
+            Source::Lines(l) => l.next().ok_or_else(|| {
+                self.given_up = true;
+                not_here()
+            }),
+            Source::Yaml(p) => match p.next_token() {
+                Ok((event, _)) => Ok(event),
+                Err(_) => Err(not_here()),
+            },
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod build;
 pub mod diagnostic;
 mod direct;
 pub mod ir;
+mod lines;
 pub mod parse;
 pub mod resource;
 pub mod routing;
