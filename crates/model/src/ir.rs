@@ -140,35 +140,27 @@ impl Mesh {
         self.reach_index = index;
     }
 
-    /// The services `caller` is granted by name in `namespace`.
-    fn granted_in<'a>(
-        &'a self,
-        caller: &ServiceKey,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'a ServiceKey> + 'a {
-        let granted = self.services.get(caller).map(|s| &s.policy.granted);
-        granted
-            .into_iter()
-            .flat_map(move |g| g.range(ServiceKey::new(namespace, "")..))
-            .take_while(move |k| k.namespace == namespace)
-    }
-
     /// What `caller` routes to, per namespace: `None` for every service
     /// of that namespace, else the services it may call there. Namespaces
     /// it may reach nothing in are absent. Costs O(namespaces + answer),
-    /// using [`Mesh::reach_index`].
+    /// using [`Mesh::reach_index`]: the caller is looked up once, and its
+    /// grants (ordered by namespace, as the index is) are walked beside
+    /// the index.
     pub fn reach(&self, caller: &ServiceKey) -> BTreeMap<String, Option<BTreeSet<ServiceKey>>> {
         let mut out = BTreeMap::new();
+        let known = self.services.get(caller);
+        let mut granted = known.into_iter().flat_map(|s| &s.policy.granted).peekable();
         for (ns, facts) in &self.reach_index {
-            let own = usize::from(caller.namespace == *ns && self.services.contains_key(caller));
+            while granted.next_if(|k| k.namespace < *ns).is_some() {}
+            let mut extra: Vec<&ServiceKey> = Vec::new();
+            while let Some(k) = granted.next_if(|k| k.namespace == *ns) {
+                if !facts.open.contains(k) && k != caller && self.services.contains_key(k) {
+                    extra.push(k);
+                }
+            }
+            let own = usize::from(known.is_some() && caller.namespace == *ns);
             let total = facts.services - own;
             let open = facts.open.len() - usize::from(own == 1 && facts.open.contains(caller));
-            let extra: Vec<&ServiceKey> = self
-                .granted_in(caller, ns)
-                .filter(|k| {
-                    !facts.open.contains(*k) && *k != caller && self.services.contains_key(*k)
-                })
-                .collect();
             let reached = open + extra.len();
             if reached == 0 {
                 continue;
@@ -193,9 +185,12 @@ impl Mesh {
     /// answer).
     pub fn reachable(&self, caller: &ServiceKey) -> Vec<&Service> {
         let mut keys: BTreeSet<&ServiceKey> = BTreeSet::new();
-        for (ns, facts) in &self.reach_index {
+        for facts in self.reach_index.values() {
             keys.extend(facts.open.iter());
-            keys.extend(self.granted_in(caller, ns));
+        }
+        // A grant whose service exists is in a namespace of the index.
+        if let Some(s) = self.services.get(caller) {
+            keys.extend(s.policy.granted.iter());
         }
         keys.into_iter()
             .filter(|k| *k != caller)
