@@ -40,7 +40,9 @@ pub use version::Version;
 /// the document they are in. `namespace` applies where none is given.
 ///
 /// Valid input is parsed once, without positions, straight into the typed
-/// resources ([`direct`]); a text that path does not take whole is read
+/// resources ([`direct`], its events from the line scanner `lines` for
+/// plain block YAML, else `yaml_rust2`); a text that path does not take
+/// whole is read
 /// through `serde_json` values, and only a text that some diagnostic is
 /// about is parsed again, with positions, to place it.
 pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Input>) {
