@@ -42,9 +42,8 @@ pub use version::Version;
 /// Valid input is parsed once, without positions, straight into the typed
 /// resources ([`direct`], its events from the line scanner `lines` for
 /// plain block YAML, else `yaml_rust2`); a text that path does not take
-/// whole is read
-/// through `serde_json` values, and only a text that some diagnostic is
-/// about is parsed again, with positions, to place it.
+/// whole is read through `serde_json` values, and only a text that some
+/// diagnostic is about is parsed again, with positions, to place it.
 pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Input>) {
     // One allocation for every resource: growing the vector moved them
     // all again at each doubling (40,000 of ~700 bytes at 10,000 services).
