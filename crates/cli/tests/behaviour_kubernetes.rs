@@ -46,7 +46,8 @@ use packlight_testenv::mesh::{Mesh, Pod, PodSpec};
 use report::{CaseReport, Verdict, form_escape};
 use table::{Case, CaseFile, Engine, From, LoginMode, Port, Via};
 
-use istio_bench::{Operator, PACKLIGHT, install_crds};
+use istio_bench::{PACKLIGHT, install_crds, operator};
+use packlight_testenv::Operator;
 
 /// Time budget of one case's request loop (as the standalone runner).
 const CASE_BUDGET: Duration = Duration::from_secs(180);
@@ -179,7 +180,7 @@ impl Bench {
         let mesh = Mesh::start(&self.env)
             .await
             .map_err(|e| format!("istiod: {e:#}"))?;
-        let operator = Operator::start(self.env.kubeconfig(), None);
+        let operator = operator(self.env.kubeconfig(), None);
         let fixtures = r#"
 apiVersion: v1
 kind: Namespace

@@ -17,7 +17,8 @@ use packlight_testenv::mesh::{Mesh, Pod, Reply};
 
 mod istio_bench;
 
-use istio_bench::{Operator, PACKLIGHT, install_crds};
+use istio_bench::{PACKLIGHT, install_crds, operator};
+use packlight_testenv::Operator;
 
 struct Bench {
     // Dropped in this order: the operator, the mesh, then the namespace.
@@ -32,7 +33,7 @@ impl Bench {
         install_crds(&env).await;
         let ns = env.namespace(hint).await.expect("namespace");
         let mesh = Mesh::start(&env).await.expect("istiod");
-        let operator = Operator::start(env.kubeconfig(), Some(ns.name()));
+        let operator = operator(env.kubeconfig(), Some(ns.name()));
         Bench {
             _operator: operator,
             mesh,

@@ -29,7 +29,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -38,6 +38,7 @@ use in_process::console;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::ListParams;
+use packlight_testenv::Operator;
 use packlight_testenv::mesh::{Mesh, Pod};
 use serde_json::json;
 use support::{chromium, free_port, packlight, screenshot, wait_text};
@@ -74,31 +75,6 @@ spec:
   - {version: "1.0", weight: 80}
   - {version: "1.1", weight: 20}
 "#;
-
-/// `packlight operator` for one namespace, killed on drop.
-struct Operator(Child);
-
-impl Operator {
-    fn start(kubeconfig: &Path, namespace: &str) -> Operator {
-        let child = Command::new(packlight())
-            .args(["operator", "--namespace", namespace])
-            .args(["--no-leader-election", "--http-address", "127.0.0.1:0"])
-            .args(["--log-format", "text"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("packlight operator");
-        Operator(child)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A kubeconfig with two contexts on the bench's admin: `mesh` and
 /// `elsewhere`, both in `ns`; removed when dropped.
@@ -217,7 +193,7 @@ async fn istio_traffic_split_read_from_prometheus_on_the_page_in_chromium() -> a
     packlight_testenv::install_crds(&env.client()?, &packlight_api::crds()).await?;
     let ns = env.namespace("console-traffic").await?;
     let mesh = Mesh::start(&env).await?;
-    let _operator = Operator::start(env.kubeconfig(), ns.name());
+    let _operator = Operator::start(&packlight(), env.kubeconfig(), Some(ns.name()));
     mesh.apply_yaml(Some(ns.name()), HTTPBIN).await?;
     deployments(&ns.client(), ns.name(), 3).await?;
     mesh.start_deployments(ns.name(), &packlight()).await?;

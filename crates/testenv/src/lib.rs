@@ -12,7 +12,8 @@
 //! [`start_extra`] starts a second, independent bench for tests that need
 //! two clusters; [`install_crds`] installs a test's own CRDs (e.g.
 //! packlight's) and waits until they are served; [`envoy`] finds (or
-//! installs) the real Envoy binary the engine tests run. [`mesh`] adds the Istio
+//! installs) the real Envoy binary the engine tests run; [`Operator`] runs
+//! `packlight operator` as a child process. [`mesh`] adds the Istio
 //! traffic bench: istiod and Envoy sidecars in network namespaces (root
 //! only; `docs/testing.md`).
 //!
@@ -36,6 +37,7 @@ mod envoy;
 mod extra;
 pub mod mesh;
 mod namespace;
+mod operator;
 mod port;
 
 pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
@@ -43,4 +45,5 @@ pub use crds::install_crds;
 pub use envoy::envoy;
 pub use extra::{ExtraBench, start_extra};
 pub use namespace::{TestNamespace, namespace};
+pub use operator::Operator;
 pub use port::free_port;
