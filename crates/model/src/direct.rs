@@ -674,21 +674,10 @@ mod tests {
     }
 
     fn read_corpus() -> Vec<String> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut docs = Vec::new();
-        for dir in ["examples", "examples/httpbin", "tests/golden/inputs"] {
-            let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                .collect();
-            files.sort();
-            for f in files {
-                let text = std::fs::read_to_string(&f).unwrap();
-                docs.extend(text.split("\n---\n").map(|d| format!("{d}\n")));
-            }
-        }
+        let docs: Vec<String> = crate::example_files()
+            .iter()
+            .flat_map(|text| text.split("\n---\n").map(|d| format!("{d}\n")))
+            .collect();
         assert!(docs.len() > 30, "{}", docs.len());
         docs
     }
@@ -799,19 +788,8 @@ mod tests {
             edits in proptest::collection::vec((0usize..10_000, 0usize..4, 0..EDITS.len()), 1..4),
         ) {
             let docs = corpus();
-            let mut text = docs[doc % docs.len()].clone();
+            let text = crate::edited(&docs[doc % docs.len()], &edits, EDITS);
             drop(docs);
-            for (at, cut, put) in edits {
-                let mut at = at % (text.len() + 1);
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                let mut end = (at + cut).min(text.len());
-                while !text.is_char_boundary(end) {
-                    end += 1;
-                }
-                text.replace_range(at..end, EDITS[put]);
-            }
             if let Some(f) = fast(&text) {
                 prop_assert_eq!(Some(f), slow(&text), "{}", text);
             }

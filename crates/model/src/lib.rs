@@ -89,3 +89,47 @@ pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Inpu
     });
     (model, inputs)
 }
+
+/// The text of every example and golden input file (`examples/`,
+/// `examples/httpbin/`, `tests/golden/inputs/`), in path order: the
+/// corpus the parsing tests compare on.
+#[cfg(test)]
+pub(crate) fn example_files() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut texts = Vec::new();
+    for dir in ["examples", "examples/httpbin", "tests/golden/inputs"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .expect("the examples and golden inputs")
+            .map(|e| e.expect("a directory entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        texts.extend(
+            files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).expect("a file")),
+        );
+    }
+    assert!(texts.len() > 20, "{}", texts.len());
+    texts
+}
+
+/// `base` with `edits` made in turn, each (where, how many bytes to cut,
+/// which of `pieces` to put in), moved to character boundaries: the
+/// edited texts the parsing tests compare on.
+#[cfg(test)]
+pub(crate) fn edited(base: &str, edits: &[(usize, usize, usize)], pieces: &[&str]) -> String {
+    let mut text = base.to_string();
+    for &(at, cut, put) in edits {
+        let mut at = at % (text.len() + 1);
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut end = (at + cut).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        text.replace_range(at..end, pieces[put % pieces.len()]);
+    }
+    text
+}

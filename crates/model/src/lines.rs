@@ -711,28 +711,11 @@ mod tests {
         }
     }
 
-    /// Every example and golden input file.
-    fn corpus() -> Vec<String> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut texts = Vec::new();
-        for dir in ["examples", "examples/httpbin", "tests/golden/inputs"] {
-            let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                .collect();
-            files.sort();
-            texts.extend(files.iter().map(|f| std::fs::read_to_string(f).unwrap()));
-        }
-        assert!(texts.len() > 20, "{}", texts.len());
-        texts
-    }
-
     /// Every example and golden input is taken, and read as `yaml_rust2`
     /// reads it.
     #[test]
     fn takes_every_example_and_golden_input() {
-        for t in corpus() {
+        for t in crate::example_files() {
             let o = ours(&t);
             assert!(o.is_some(), "given up:\n{t}");
             assert_eq!(o, theirs(&t), "{t}");
@@ -746,24 +729,6 @@ mod tests {
         "\n- ", "a: ", "\na: ", "x", "\\", "%", "@", "\t", "\r",
     ];
 
-    /// `text` with the edits made, each (where, how many bytes cut, which
-    /// piece put in).
-    fn edited(base: &str, edits: &[(usize, usize, usize)]) -> String {
-        let mut text = base.to_string();
-        for &(at, cut, put) in edits {
-            let mut at = at % (text.len() + 1);
-            while !text.is_char_boundary(at) {
-                at -= 1;
-            }
-            let mut end = (at + cut).min(text.len());
-            while !text.is_char_boundary(end) {
-                end += 1;
-            }
-            text.replace_range(at..end, EDITS[put % EDITS.len()]);
-        }
-        text
-    }
-
     #[test]
     fn edited_texts_it_takes_read_as_yaml_rust2_reads_them() {
         // A fixed walk, so the share taken is known to be large (the
@@ -775,7 +740,7 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
-        let files = corpus();
+        let files = crate::example_files();
         let (mut taken, mut given_up) = (0, 0);
         for _ in 0..20_000 {
             let base = match draw(3) {
@@ -785,7 +750,7 @@ mod tests {
             let edits: Vec<_> = (0..1 + draw(2))
                 .map(|_| (draw(10_000), draw(3), draw(EDITS.len())))
                 .collect();
-            let text = edited(base, &edits);
+            let text = crate::edited(base, &edits, EDITS);
             match ours(&text) {
                 Some(o) => {
                     assert_eq!(Some(o), theirs(&text), "{text:?}");
@@ -811,7 +776,7 @@ mod tests {
             edits in proptest::collection::vec((0usize..10_000, 0usize..4, 0..EDITS.len()), 1..5),
         ) {
             let all: Vec<&str> = TAKEN.iter().chain(LEFT).copied().collect();
-            let text = edited(all[base % all.len()], &edits);
+            let text = crate::edited(all[base % all.len()], &edits, EDITS);
             prop_assert!(agree(&text), "{:?}: ours {:?}\ntheirs {:?}", text, ours(&text), theirs(&text));
         }
     }
