@@ -152,11 +152,11 @@ fn render_kinds(
     std::thread::scope(|s| {
         // The renderer hands over each kind as it is done and goes on
         // with the next while this thread writes: kinds differ in cost
-        // (Deployments are three per service, ServiceEntries few), so it
-        // is never made to wait. When this thread cannot write (stdout
-        // not read), the renderer may finish every kind before it: at
-        // 10,000 services that is 255 MB peak instead of 205
-        // (docs/benchmarks.md).
+        // (three Deployments per service, one PeerAuthentication per
+        // namespace), so it is never made to wait. When this thread
+        // cannot write (stdout not read), the renderer may finish every
+        // kind before it: at 10,000 services that is 255 MB peak instead
+        // of about 205 (docs/benchmarks.md).
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Object<'_>>>();
         let renderer = std::thread::Builder::new().spawn_scoped(s, move || {
             while let Some(objects) = kinds.next_kind() {
