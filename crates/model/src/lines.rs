@@ -148,17 +148,13 @@ impl<'a> Lines<'a> {
             self.queue.push_back(empty());
         } else {
             let mut i = 0;
-            let lines = std::mem::take(&mut self.lines);
-            let r = Doc {
+            Doc {
                 text: self.text,
-                lines: &lines,
+                lines: &self.lines,
                 out: &mut self.queue,
             }
-            .node(&mut i, 0);
-            let all = i == lines.len();
-            self.lines = lines;
-            r?;
-            if !all {
+            .node(&mut i, 0)?;
+            if i != self.lines.len() {
                 return Err(Off);
             }
         }
@@ -330,29 +326,35 @@ impl<'t> Doc<'t, '_> {
         let s = self.content(&l);
         if is_item(s) {
             self.sequence(i, l.indent, depth)
-        } else if key(s, true).is_some() {
-            self.mapping(i, l.indent, l.start, depth)
+        } else if let Some(first) = key(s, true) {
+            self.mapping(i, l.indent, first, depth)
         } else {
             Err(Off)
         }
     }
 
-    /// A block mapping whose entries sit at column `indent`; the first one
-    /// starts at byte `first` of line `i` (after a `- ` in a sequence).
-    fn mapping(&mut self, i: &mut usize, indent: usize, first: usize, depth: usize) -> Res<()> {
+    /// A block mapping whose entries sit at column `indent`; `first` is
+    /// its first entry's key and what follows it on line `i` (a `- ` may
+    /// come before it in a sequence).
+    fn mapping(
+        &mut self,
+        i: &mut usize,
+        indent: usize,
+        first: (Event, &[u8]),
+        depth: usize,
+    ) -> Res<()> {
         self.out.push_back(Event::MappingStart(0, None));
-        let mut from = first;
+        let (mut key_event, mut rest) = first;
         loop {
-            let l = self.lines[*i];
-            let (key, rest) = key(&self.text[from..l.end], true).ok_or(Off)?;
-            self.out.push_back(key);
+            self.out.push_back(key_event);
             self.value(i, rest, indent, true, depth)?;
             match self.lines.get(*i) {
                 Some(n) if n.indent == indent => {
-                    if is_item(self.content(n)) {
+                    let s = self.content(n);
+                    if is_item(s) {
                         return Err(Off);
                     }
-                    from = n.start;
+                    (key_event, rest) = key(s, true).ok_or(Off)?;
                 }
                 Some(n) if n.indent > indent => return Err(Off),
                 _ => break,
@@ -373,9 +375,9 @@ impl<'t> Doc<'t, '_> {
             if is_item(after) {
                 return Err(Off);
             }
-            if key(after, true).is_some() {
+            if let Some(first) = key(after, true) {
                 // A mapping that starts on the entry's line.
-                self.mapping(i, indent + (col - l.start), col, depth + 1)?;
+                self.mapping(i, indent + (col - l.start), first, depth + 1)?;
             } else {
                 self.value(i, after, indent, false, depth)?;
             }
