@@ -255,19 +255,17 @@ fn check_all(inputs: &[Input], parallel_min: usize) -> Vec<Checked> {
         return inputs.iter().map(check).collect();
     }
     let (first, second) = inputs.split_at(inputs.len() / 2);
-    std::thread::scope(|s| {
-        let other = std::thread::Builder::new()
-            .spawn_scoped(s, || second.iter().map(check).collect::<Vec<_>>());
-        let mut out: Vec<Checked> = Vec::with_capacity(inputs.len());
-        out.extend(first.iter().map(check));
-        match other.map(|h| h.join()) {
-            Ok(Ok(rest)) => out.extend(rest),
-            // No thread to be had (or it panicked, which `check` does
-            // not): check the second half here.
-            _ => out.extend(second.iter().map(check)),
-        }
-        out
-    })
+    let (mut out, rest) = crate::both(
+        || {
+            let mut out: Vec<Checked> = Vec::with_capacity(inputs.len());
+            out.extend(first.iter().map(check));
+            out
+        },
+        || second.iter().map(check).collect::<Vec<_>>(),
+    );
+    // A panic (which `check` does not) is met again here.
+    out.extend(rest.unwrap_or_else(|| second.iter().map(check).collect()));
+    out
 }
 
 #[derive(Default)]

@@ -70,17 +70,14 @@ fn read_halves(
     out: &mut Vec<Input>,
 ) -> bool {
     let (first, second) = text_str.split_at(cut);
-    let joined = std::thread::scope(|s| {
-        let other = std::thread::Builder::new()
-            .spawn_scoped(s, || {
-                let mut more = Vec::with_capacity(documents_at_most(second));
-                read_piece(second, text, namespace, &mut more).map(|c| (more, c))
-            })
-            .ok()?;
-        let a = read_piece(first, text, namespace, out);
-        Some((a, other.join().ok()?))
-    });
-    let Some((Ok(a), Ok((mut more, b)))) = joined else {
+    let joined = crate::both(
+        || read_piece(first, text, namespace, out),
+        || {
+            let mut more = Vec::with_capacity(documents_at_most(second));
+            read_piece(second, text, namespace, &mut more).map(|c| (more, c))
+        },
+    );
+    let (Ok(a), Some(Ok((mut more, b)))) = joined else {
         return false;
     };
     if a.docs + b.docs > MAX_DOCUMENTS || a.nodes + b.nodes > MAX_NODES {

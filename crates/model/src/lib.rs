@@ -93,6 +93,25 @@ pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Inpu
 /// The text of every example and golden input file (`examples/`,
 /// `examples/httpbin/`, `tests/golden/inputs/`), in path order: the
 /// corpus the parsing tests compare on.
+/// Runs `here` on this thread and `there` on a second one, at once, and
+/// returns both results: how the model uses the second core for the two
+/// halves of a large input. When no thread can be had, `there` runs here
+/// afterwards; `None` only when `there` panicked.
+pub(crate) fn both<A, B: Send>(
+    here: impl FnOnce() -> A,
+    there: impl FnOnce() -> B + Send,
+) -> (A, Option<B>) {
+    let mut there = Some(there);
+    let slot = &mut there;
+    let (a, b) = std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, move || slot.take().map(|f| f()));
+        let a = here();
+        (a, other.ok().and_then(|h| h.join().ok().flatten()))
+    });
+    // Still here: the thread was never started.
+    (a, b.or_else(|| there.take().map(|f| f())))
+}
+
 #[cfg(test)]
 pub(crate) fn example_files() -> Vec<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -132,4 +151,14 @@ pub(crate) fn edited(base: &str, edits: &[(usize, usize, usize)], pieces: &[&str
         text.replace_range(at..end, pieces[put % pieces.len()]);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_returns_both_results_and_none_for_a_panic() {
+        assert_eq!(crate::both(|| 1, || 2), (1, Some(2)));
+        let (a, b) = crate::both(|| "here", || -> u8 { panic!("there") });
+        assert_eq!((a, b), ("here", None));
+    }
 }

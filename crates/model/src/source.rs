@@ -136,15 +136,8 @@ fn parse_halves(text: &str) -> Option<Vec<Value>> {
     }
     let cut = document_start_after(text, text.len() / 2)?;
     let (first, second) = text.split_at(cut);
-    let (a, b) = std::thread::scope(|s| {
-        // No thread to be had: one pass, as for a small text.
-        let other = std::thread::Builder::new()
-            .spawn_scoped(s, || parse_counted(second))
-            .ok()?;
-        let a = parse_counted(first);
-        Some((a, other.join().ok().flatten()))
-    })?;
-    let ((mut docs, nodes_a), (more, nodes_b)) = (a?, b?);
+    let (a, b) = crate::both(|| parse_counted(first), || parse_counted(second));
+    let ((mut docs, nodes_a), (more, nodes_b)) = (a?, b.flatten()?);
     if docs.len() + more.len() > MAX_DOCUMENTS || nodes_a + nodes_b > MAX_NODES {
         return None;
     }
