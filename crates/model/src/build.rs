@@ -609,17 +609,16 @@ impl Builder {
     /// the builder (nothing is copied); only diagnostics and verdicts are
     /// used afterwards.
     fn assemble(&mut self) -> Mesh {
-        let mut mesh = Mesh::default();
         // Every source below was seen by `place`.
-        let accepted =
-            |rejected: &BTreeMap<ResourceId, Reason>, id: &ResourceId| !rejected.contains_key(id);
-        let rejected = &self.rejected;
-        mesh.namespaces = std::mem::take(&mut self.namespaces)
-            .into_iter()
-            .filter(|(_, p)| p.source.as_ref().is_some_and(|s| accepted(rejected, s)))
-            .collect();
+        let mut mesh = Mesh {
+            namespaces: std::mem::take(&mut self.namespaces)
+                .into_iter()
+                .filter(|(_, p)| p.source.as_ref().is_some_and(|s| self.accepted(s)))
+                .collect(),
+            ..Mesh::default()
+        };
         for (key, w) in std::mem::take(&mut self.workloads) {
-            if accepted(rejected, &w.source) {
+            if self.accepted(&w.source) {
                 mesh.services.insert(
                     key.clone(),
                     Service {
@@ -634,7 +633,7 @@ impl Builder {
         }
         for (key, list) in std::mem::take(&mut self.routes) {
             for (id, table) in list {
-                if !accepted(rejected, &id) {
+                if !self.accepted(&id) {
                     continue;
                 }
                 let svc = mesh.services.entry(key.clone()).or_insert_with(|| Service {
@@ -651,7 +650,7 @@ impl Builder {
         // Inbound access: the merged allow rules of every AccessPolicy of
         // a callee (Istio: the union of ALLOW policies).
         for (id, (callee, rules)) in std::mem::take(&mut self.access) {
-            if !accepted(rejected, &id) {
+            if !self.accepted(&id) {
                 continue;
             }
             let svc = mesh
@@ -683,7 +682,7 @@ impl Builder {
         }
         // Egress whitelists: namespace-wide ones and the service's own.
         for (id, grant) in std::mem::take(&mut self.egress) {
-            if !accepted(rejected, &id) {
+            if !self.accepted(&id) {
                 continue;
             }
             // The service itself, or every service of the namespace: a
@@ -713,7 +712,7 @@ impl Builder {
         }
         mesh.ingresses = std::mem::take(&mut self.ingresses)
             .into_iter()
-            .filter(|(id, _)| accepted(rejected, id))
+            .filter(|(id, _)| self.accepted(id))
             .collect();
         mesh.reindex();
         mesh
