@@ -90,9 +90,6 @@ pub fn load(texts: &[(Option<&str>, &str)], namespace: &str) -> (Model, Vec<Inpu
     (model, inputs)
 }
 
-/// The text of every example and golden input file (`examples/`,
-/// `examples/httpbin/`, `tests/golden/inputs/`), in path order: the
-/// corpus the parsing tests compare on.
 /// Runs `here` on this thread and `there` on a second one, at once, and
 /// returns both results: how the model uses the second core for the two
 /// halves of a large input. When no thread can be had, `there` runs here
@@ -113,6 +110,9 @@ pub(crate) fn both<A, B: Send>(
 }
 
 #[cfg(test)]
+/// The text of every example and golden input file (`examples/`,
+/// `examples/httpbin/`, `tests/golden/inputs/`), in path order: the
+/// corpus the parsing tests compare on.
 pub(crate) fn example_files() -> Vec<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut texts = Vec::new();
