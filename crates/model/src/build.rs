@@ -62,7 +62,10 @@ pub fn build(inputs: &[Input]) -> Model {
 
 /// Builds, leaving every diagnostic pending with its origin.
 pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
-    let mut b = Builder::default();
+    let mut b = Builder {
+        index: HashMap::with_capacity(inputs.len()),
+        ..Builder::default()
+    };
     for (i, checked) in check_all(inputs, PARALLEL_CHECK_MIN)
         .into_iter()
         .enumerate()
@@ -419,6 +422,11 @@ impl Builder {
                             ));
                             continue;
                         }
+                        // Asked of every Route: no set is built unless
+                        // a version is missing.
+                        if table.each_version().all(|v| w.versions.contains_key(v)) {
+                            continue;
+                        }
                         let missing: Vec<String> = table
                             .versions()
                             .into_iter()
@@ -495,23 +503,23 @@ impl Builder {
                 Finding::Warning(id, d) => self.warn(&id, d),
             }
         }
-        let egress: Vec<(ResourceId, Option<ServiceKey>)> = self
+        // Only the whitelists whose service is missing are copied out.
+        let unknown: Vec<(ResourceId, String)> = self
             .egress
             .iter()
-            .map(|(id, g)| (id.clone(), g.service.clone()))
+            .filter_map(|(id, g)| {
+                let svc = g.service.as_ref()?;
+                (!self.workloads.contains_key(svc)).then(|| (id.clone(), svc.name.clone()))
+            })
             .collect();
-        for (id, svc) in egress {
-            if let Some(svc) = svc
-                && !self.workloads.contains_key(&svc)
-            {
-                self.warn(
-                    &id,
-                    Diagnostic::warning(format!("no Microservice {} is given", svc.name))
-                        .on(&id)
-                        .at("spec.service")
-                        .hint("the whitelist applies once the service exists"),
-                );
-            }
+        for (id, name) in unknown {
+            self.warn(
+                &id,
+                Diagnostic::warning(format!("no Microservice {name} is given"))
+                    .on(&id)
+                    .at("spec.service")
+                    .hint("the whitelist applies once the service exists"),
+            );
         }
         // Ingress: targets must be HTTP services packlight knows; two
         // IngressPolicies must not serve the same host and prefix.

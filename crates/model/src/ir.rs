@@ -129,13 +129,31 @@ impl Mesh {
     /// Recomputes [`Mesh::reach_index`]; call after changing `services`,
     /// their access policy or `namespaces`.
     pub fn reindex(&mut self) {
+        // Services are ordered by namespace, then name: each namespace is
+        // one run, and its open services come in order (each set is built
+        // whole, not searched key by key).
         let mut index: BTreeMap<String, NamespaceReach> = BTreeMap::new();
-        for svc in self.services.values() {
-            let entry = index.entry(svc.key.namespace.clone()).or_default();
-            entry.services += 1;
-            if self.is_routable(svc) {
-                entry.open.insert(svc.key.clone());
+        let mut services = self.services.values().peekable();
+        while let Some(first) = services.next() {
+            let ns = &first.key.namespace;
+            let mut count = 1;
+            let mut open: Vec<ServiceKey> = Vec::new();
+            if self.is_routable(first) {
+                open.push(first.key.clone());
             }
+            while let Some(svc) = services.next_if(|s| s.key.namespace == *ns) {
+                count += 1;
+                if self.is_routable(svc) {
+                    open.push(svc.key.clone());
+                }
+            }
+            index.insert(
+                ns.clone(),
+                NamespaceReach {
+                    services: count,
+                    open: open.into_iter().collect(),
+                },
+            );
         }
         self.reach_index = index;
     }
@@ -314,6 +332,17 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// Every version the table sends traffic to, as written (in table
+    /// order, with repeats): [`RouteTable::versions`] without building a
+    /// set.
+    pub fn each_version(&self) -> impl Iterator<Item = &Version> {
+        self.majors
+            .iter()
+            .flat_map(|m| m.weights.iter().map(|w| &w.version))
+            .chain(self.match_routes.iter().map(|m| &m.version))
+            .chain(self.mirror.iter().map(|m| &m.version))
+    }
+
     /// Every version the table sends traffic to (weights, matches, mirror).
     pub fn versions(&self) -> BTreeSet<Version> {
         let mut all: BTreeSet<Version> = self
