@@ -810,4 +810,38 @@ mod tests {
         assert!(!workload("n1", "s10"));
         assert!(workload("n2", "s11"));
     }
+
+    #[test]
+    fn a_whitelist_of_a_missing_service_is_accepted_with_a_warning() {
+        let text = "kind: Microservice\napiVersion: packlight.dev/v1alpha1\nmetadata: {name: a, namespace: n}\nspec: {port: 80, versions: [{version: \"1.0\", image: a}]}\n---\n\
+                    kind: EgressPolicy\napiVersion: packlight.dev/v1alpha1\nmetadata: {name: a, namespace: n}\nspec: {service: a, hosts: [a.example.com]}\n---\n\
+                    kind: EgressPolicy\napiVersion: packlight.dev/v1alpha1\nmetadata: {name: b, namespace: n}\nspec: {service: ghost, hosts: [b.example.com]}\n";
+        let (model, _) = crate::load(&[(Some("e.yaml"), text)], "default");
+        let found: Vec<String> = model
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{:?} {}:{} {}/{} {}: {} ({})",
+                    d.severity,
+                    d.line.unwrap_or(0),
+                    d.column.unwrap_or(0),
+                    d.kind.as_deref().unwrap_or(""),
+                    d.name.as_deref().unwrap_or(""),
+                    d.field_path.as_deref().unwrap_or(""),
+                    d.message,
+                    d.hint.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "Warning 14:17 EgressPolicy/b spec.service: no Microservice ghost is given (the whitelist applies once the service exists)"
+            ],
+            "{found:#?}"
+        );
+        assert!(model.verdicts.values().all(|v| *v == Verdict::Accepted));
+        assert_eq!(model.mesh.egress.len(), 2);
+    }
 }
