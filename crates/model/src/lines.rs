@@ -477,14 +477,20 @@ fn plain_block(s: &[u8]) -> Res<&[u8]> {
 /// bytes it took. Escapes (`\` in double quotes) are not for this scanner.
 fn quoted(s: &[u8]) -> Res<(Event, usize)> {
     let q = s[0];
-    let mut out = Vec::new();
-    let mut k = 1;
+    // The text is copied once: straight from `s`, or, when a `''` is in
+    // it, into `unescaped` piece by piece.
+    let mut unescaped: Option<Vec<u8>> = None;
+    let (mut k, mut from) = (1, 1);
     loop {
         let b = *s.get(k).ok_or(Off)?;
         if b == q {
             if q == b'\'' && s.get(k + 1) == Some(&b'\'') {
-                out.push(b'\'');
+                // Up to and with the first quote of the two.
+                unescaped
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(&s[from..=k]);
                 k += 2;
+                from = k;
                 continue;
             }
             break;
@@ -492,7 +498,6 @@ fn quoted(s: &[u8]) -> Res<(Event, usize)> {
         if q == b'"' && b == b'\\' {
             return Err(Off);
         }
-        out.push(b);
         k += 1;
     }
     let style = if q == b'"' {
@@ -500,7 +505,14 @@ fn quoted(s: &[u8]) -> Res<(Event, usize)> {
     } else {
         TScalarStyle::SingleQuoted
     };
-    Ok((scalar(&out, style)?, k + 1))
+    let text = match unescaped {
+        None => std::str::from_utf8(&s[1..k]).map_err(|_| Off)?.to_owned(),
+        Some(mut text) => {
+            text.extend_from_slice(&s[from..k]);
+            String::from_utf8(text).map_err(|_| Off)?
+        }
+    };
+    Ok((Event::Scalar(text, style, 0, None), k + 1))
 }
 
 /// A flow node at `s[*p..]` (spaces before it skipped), all on this line.
@@ -654,6 +666,7 @@ mod tests {
         "a: { b: 1 , c: [ ] }\n",
         "a: {}\nb: []\n",
         "a: \"x: y # z\"\nb: 'it''s'\n",
+        "a: '''x'''\nb: ''''\n'c''d': ['e''f''g', '']\n",
         "a:\n- 1\n- x\nb: 2\n",
         "a:\n  - 1\n  -\n  - {x: y}\n",
         "- a\n- b: 1\n  c: 2\n-\n  - x\n",
