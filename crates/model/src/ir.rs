@@ -134,13 +134,9 @@ impl Mesh {
         // whole, not searched key by key).
         let mut index: BTreeMap<String, NamespaceReach> = BTreeMap::new();
         let mut services = self.services.values().peekable();
-        while let Some(first) = services.next() {
-            let ns = &first.key.namespace;
-            let mut count = 1;
+        while let Some(ns) = services.peek().copied().map(|s| &s.key.namespace) {
+            let mut count = 0;
             let mut open: Vec<ServiceKey> = Vec::new();
-            if self.is_routable(first) {
-                open.push(first.key.clone());
-            }
             while let Some(svc) = services.next_if(|s| s.key.namespace == *ns) {
                 count += 1;
                 if self.is_routable(svc) {
