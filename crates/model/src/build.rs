@@ -4,7 +4,7 @@
 //! runtimes keep its last good output.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::diagnostic::{Diagnostic, Reason, ResourceId};
 use crate::ir::*;
@@ -422,15 +422,14 @@ impl Builder {
                             ));
                             continue;
                         }
-                        // Asked of every Route: no set is built unless
-                        // a version is missing.
-                        if table.each_version().all(|v| w.versions.contains_key(v)) {
-                            continue;
-                        }
+                        // Each missing version once, in order; asked of
+                        // every Route, so nothing is allocated (and no
+                        // version cloned) when none is missing.
                         let missing: Vec<String> = table
-                            .versions()
+                            .each_version()
+                            .filter(|v| !w.versions.contains_key(*v))
+                            .collect::<BTreeSet<_>>()
                             .into_iter()
-                            .filter(|v| !w.versions.contains_key(v))
                             .map(|v| v.to_string())
                             .collect();
                         if !missing.is_empty() {
@@ -809,6 +808,25 @@ mod tests {
         };
         assert!(!workload("n1", "s10"));
         assert!(workload("n2", "s11"));
+    }
+
+    #[test]
+    fn a_route_names_each_missing_version_once_in_order() {
+        let text = "kind: Microservice\napiVersion: packlight.dev/v1alpha1\nmetadata: {name: a, namespace: n}\nspec: {port: 80, versions: [{version: \"1.0\", image: a}]}\n---\n\
+                    kind: Route\napiVersion: packlight.dev/v1alpha1\nmetadata: {name: a, namespace: n}\nspec: {service: a, rules: [{version: \"3.1\", weight: 100}, {version: \"2.5\", weight: 100}, {version: \"1.0\", weight: 100}, {version: \"3.1\", matches: [{headers: {gray: {exact: \"1\"}}}]}]}\n";
+        let model = build(&crate::load(&[(None, text)], "default").1);
+        let errors: Vec<String> = model
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}: {}", d.field_path.as_deref().unwrap_or(""), d.message))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "spec.rules[0].version: version 2.5, 3.1 is not a version of Microservice n/a (it has 1.0)"
+            ],
+            "{errors:#?}"
+        );
     }
 
     #[test]

@@ -341,14 +341,7 @@ impl RouteTable {
 
     /// Every version the table sends traffic to (weights, matches, mirror).
     pub fn versions(&self) -> BTreeSet<Version> {
-        let mut all: BTreeSet<Version> = self
-            .majors
-            .iter()
-            .flat_map(|m| m.weights.iter().map(|w| w.version.clone()))
-            .collect();
-        all.extend(self.match_routes.iter().map(|m| m.version.clone()));
-        all.extend(self.mirror.iter().map(|m| m.version.clone()));
-        all
+        self.each_version().cloned().collect()
     }
 
     /// The scope of a major.

@@ -110,7 +110,7 @@ pub fn mesh_clusters(svc: &Service, opts: &XdsOptions, out: &mut ProxyConfig) {
         Some(table) => w
             .versions
             .keys()
-            .filter(|v| table.versions().contains(*v))
+            .filter(|v| table.each_version().any(|t| t == *v))
             .map(Some)
             .collect(),
         None => vec![None],
