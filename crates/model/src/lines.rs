@@ -505,14 +505,14 @@ fn quoted(s: &[u8]) -> Res<(Event, usize)> {
     } else {
         TScalarStyle::SingleQuoted
     };
-    let text = match unescaped {
-        None => std::str::from_utf8(&s[1..k]).map_err(|_| Off)?.to_owned(),
+    let event = match unescaped {
+        None => scalar(&s[1..k], style)?,
         Some(mut text) => {
             text.extend_from_slice(&s[from..k]);
-            String::from_utf8(text).map_err(|_| Off)?
+            Event::Scalar(String::from_utf8(text).map_err(|_| Off)?, style, 0, None)
         }
     };
-    Ok((Event::Scalar(text, style, 0, None), k + 1))
+    Ok((event, k + 1))
 }
 
 /// A flow node at `s[*p..]` (spaces before it skipped), all on this line.
