@@ -128,25 +128,35 @@ impl Mesh {
         let root = std::env::var_os(MESH_ROOT_ENV)
             .filter(|p| !p.is_empty())
             .map_or_else(|| PathBuf::from("/tmp/packlight-mesh"), PathBuf::from);
-        let dir = root.join(format!(
-            "{}-{}",
-            std::process::id(),
-            SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
-        ));
-        let mesh = Mesh {
-            dir,
-            client,
-            state: Mutex::new(State {
-                next_ip: 10,
-                ..State::default()
-            }),
-        };
         let kubeconfig = env.kubeconfig().display().to_string();
-        let dir = mesh.dir.display().to_string();
-        run_script(&["mesh-up", &dir, &kubeconfig])
-            .await
-            .context("starting istiod")?;
-        Ok(mesh)
+        // The bench's start-up (namespaces, forwarders, istiod) is tried
+        // twice: a failed first try is printed in full, its remains removed
+        // (the Mesh's Drop), and a second failure is the test's error. What
+        // the tests check starts after this.
+        let mut attempt = 1;
+        loop {
+            let mesh = Mesh {
+                dir: root.join(format!(
+                    "{}-{}",
+                    std::process::id(),
+                    SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
+                )),
+                client: client.clone(),
+                state: Mutex::new(State {
+                    next_ip: 10,
+                    ..State::default()
+                }),
+            };
+            let dir = mesh.dir.display().to_string();
+            match run_script(&["mesh-up", &dir, &kubeconfig]).await {
+                Ok(_) => return Ok(mesh),
+                Err(e) if attempt == 1 => {
+                    eprintln!("packlight-testenv: mesh-up failed, trying once more: {e:#}");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.context("starting istiod")),
+            }
+        }
     }
 
     /// The mesh's state directory (logs: `istiod.log`, `pods/*/agent.log`).
@@ -824,19 +834,26 @@ fn injected_labels(spec: &PodSpec) -> BTreeMap<String, String> {
     labels
 }
 
-/// Runs `scripts/testenv ARGS...`; its stderr goes to the test's.
+/// Runs `scripts/testenv ARGS...`. Its stderr is passed on to the test's
+/// (libtest shows it with a failure) and, when the script fails, its last
+/// lines are the error's, so a failed start says which command failed.
 async fn run_script(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("bash")
         .arg(script_path())
         .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .output()
         .await
         .context("running scripts/testenv")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprint!("{stderr}");
     if !output.status.success() {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
         bail!(
-            "`scripts/testenv {}` failed with {}",
+            "`scripts/testenv {}` failed with {}; its stderr ends:\n{tail}",
             args.join(" "),
             output.status
         );
