@@ -386,7 +386,9 @@ impl Builder {
             .collect();
         for (svc, list) in &conflicts {
             {
-                let names: Vec<String> = list.iter().map(|id| id.name.clone()).collect();
+                // By name: the message does not depend on the input's order.
+                let mut names: Vec<String> = list.iter().map(|id| id.name.clone()).collect();
+                names.sort();
                 for id in list {
                     let idx = self.index.get(id).copied().unwrap_or(usize::MAX);
                     let d = Diagnostic::error(format!(

@@ -150,21 +150,40 @@ fn parse_halves(text: &str) -> Option<Vec<Value>> {
 /// text has no directives (`%` at a line start, which belong to the next
 /// document and would be cut off from it).
 pub(crate) fn document_start_after(text: &str, from: usize) -> Option<usize> {
-    let b = text.as_bytes();
-    if b.first() == Some(&b'%') || text.contains("\n%") {
+    if has_directives(text) {
         return None;
     }
-    let mut i = from;
-    while let Some(nl) = b[i..].iter().position(|&c| c == b'\n') {
-        let line = i + nl + 1;
-        if b[line..].starts_with(b"---")
-            && matches!(b.get(line + 3), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
-        {
-            return Some(line);
-        }
-        i = line;
+    text[from..]
+        .match_indices("\n---")
+        .map(|(at, _)| from + at + 1)
+        .find(|&line| starts_document(text, line))
+}
+
+/// The byte offset of every line but the first that starts a document,
+/// in order; `None` when the text has directives (as above).
+pub(crate) fn document_starts(text: &str) -> Option<Vec<usize>> {
+    if has_directives(text) {
+        return None;
     }
-    None
+    Some(
+        text.match_indices("\n---")
+            .map(|(at, _)| at + 1)
+            .filter(|&line| starts_document(text, line))
+            .collect(),
+    )
+}
+
+fn has_directives(text: &str) -> bool {
+    text.starts_with('%') || text.contains("\n%")
+}
+
+/// Whether the line at `line` (which starts with `---`) is a document
+/// marker: `---` followed by a blank or the end of the line or text.
+fn starts_document(text: &str, line: usize) -> bool {
+    matches!(
+        text.as_bytes().get(line + 3),
+        None | Some(b' ' | b'\t' | b'\n' | b'\r')
+    )
 }
 
 /// One piece's documents and node count; `None` on any error.
