@@ -904,46 +904,41 @@ mod tests {
         );
         let (out, taken) = read_all(&[(None, &a), (None, &b)], "dflt");
         assert_eq!(taken, [true, true]);
-        let got: Vec<(String, usize, usize)> = out
-            .iter()
-            .map(|i| {
-                let o = i.origin.clone().unwrap();
-                (i.resource.meta().namespace.clone().unwrap(), o.text, o.doc)
-            })
-            .collect();
-        let want = |v: &[(&str, usize, usize)]| {
-            v.iter()
-                .map(|(n, t, d)| (n.to_string(), *t, *d))
-                .collect::<Vec<_>>()
-        };
+        // Each input's namespace and where it was (text, document).
+        fn places(inputs: &[Input]) -> Vec<(&str, usize, usize)> {
+            inputs
+                .iter()
+                .map(|i| {
+                    let o = i.origin.as_ref().unwrap();
+                    (
+                        i.resource.meta().namespace.as_deref().unwrap(),
+                        o.text,
+                        o.doc,
+                    )
+                })
+                .collect()
+        }
         // The guessless document is read first; `load` then orders all.
         assert_eq!(
-            got,
-            want(&[
+            places(&out),
+            [
                 ("m", 1, 1),
                 ("a", 0, 2),
                 ("a", 1, 0),
                 ("n", 1, 2),
                 ("z", 0, 0)
-            ])
+            ]
         );
         let (model, inputs) = crate::load(&[(None, &a), (None, &b)], "dflt");
-        let ordered: Vec<(String, usize, usize)> = inputs
-            .iter()
-            .map(|i| {
-                let o = i.origin.clone().unwrap();
-                (i.resource.meta().namespace.clone().unwrap(), o.text, o.doc)
-            })
-            .collect();
         assert_eq!(
-            ordered,
-            want(&[
+            places(&inputs),
+            [
                 ("a", 0, 2),
                 ("a", 1, 0),
                 ("m", 1, 1),
                 ("n", 1, 2),
                 ("z", 0, 0)
-            ])
+            ]
         );
         // The later of the two is the duplicate, with its own position.
         let twice: Vec<String> = model.diagnostics.iter().map(|d| format!("{d}")).collect();
