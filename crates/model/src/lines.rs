@@ -567,7 +567,12 @@ fn flow(s: &[u8], p: &mut usize, out: &mut VecDeque<Event>, depth: usize) -> Res
                 .take_while(|&&b| !matches!(b, b',' | b'[' | b']' | b'{' | b'}' | b':' | b'#'))
                 .count();
             let v = trim_end(&s[*p..*p + n]);
-            if v.is_empty() || matches!(s.get(*p + n), Some(b':' | b'#')) {
+            // `yaml_rust2` also refuses a ` -` right before the flow
+            // indicator that ends the scalar (`[x -]`; `[x - ]` it takes).
+            if v.is_empty()
+                || matches!(s.get(*p + n), Some(b':' | b'#'))
+                || s[*p..*p + n].ends_with(b" -")
+            {
                 return Err(Off);
             }
             out.push_back(scalar(v, TScalarStyle::Plain)?);
@@ -713,6 +718,9 @@ mod tests {
         "- a\nb: 1\n",
         "a: \"x\\\"y\"\n",
         "? a\n: b\n",
+        "a: [1, 2, x -]\n",
+        "a: {k: x -}\n",
+        "a: [x -, 1]\n",
     ];
 
     #[test]
