@@ -3,8 +3,7 @@
 //! IR from what was accepted. A rejected resource contributes nothing, so
 //! runtimes keep its last good output.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diagnostic::{Diagnostic, Reason, ResourceId};
 use crate::ir::*;
@@ -62,43 +61,36 @@ pub fn build(inputs: &[Input]) -> Model {
 
 /// Builds, leaving every diagnostic pending with its origin.
 pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
+    let all = check_all(inputs, PARALLEL_CHECK_MIN);
+    let (order, repeats) = id_order(&all);
     let mut b = Builder {
-        index: HashMap::with_capacity(inputs.len()),
+        ids: Vec::with_capacity(inputs.len()),
         ..Builder::default()
     };
-    for (i, checked) in check_all(inputs, PARALLEL_CHECK_MIN)
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (checked, repeat)) in all.into_iter().zip(repeats).enumerate() {
         let Checked {
             id,
             piece,
             ok,
             diags,
         } = checked;
-        // `index` holds every resource seen so far (one search each).
-        let id = match b.index.entry(id) {
-            Entry::Occupied(seen) => {
-                let id = seen.key().clone();
-                b.reject(
-                    &id,
-                    Reason::Invalid,
-                    Diagnostic::error(format!("{id} is defined twice"))
-                        .on(&id)
-                        .at("metadata.name")
-                        .hint("remove one of them or rename it"),
-                    i,
-                );
-                continue;
-            }
-            Entry::Vacant(new) => {
-                let id = new.key().clone();
-                new.insert(i);
-                id
-            }
-        };
-        b.place(&id, piece, ok, diags, i);
+        if repeat {
+            b.reject(
+                &id,
+                Reason::Invalid,
+                Diagnostic::error(format!("{id} is defined twice"))
+                    .on(&id)
+                    .at("metadata.name")
+                    .hint("remove one of them or rename it"),
+                i,
+            );
+        } else {
+            b.place(&id, piece, ok, diags, i);
+        }
+        b.ids.push(id);
     }
+    b.order = order;
+    b.gather();
     b.cross(inputs);
     let mesh = b.assemble();
     let pending = b
@@ -111,17 +103,28 @@ pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
             (origin, d)
         })
         .collect();
-    // Every resource seen is accepted unless rejected.
-    let mut verdicts: BTreeMap<ResourceId, Verdict> = b
-        .index
-        .into_keys()
-        .map(|id| (id, Verdict::Accepted))
+    // Every resource seen is accepted unless rejected; `order` has each
+    // id once, in id order, so the map is built without a search.
+    let mut ids = std::mem::take(&mut b.ids);
+    let verdicts: BTreeMap<ResourceId, Verdict> = b
+        .order
+        .iter()
+        .map(|&k| {
+            let id = std::mem::replace(
+                &mut ids[k],
+                ResourceId {
+                    kind: String::new(),
+                    namespace: String::new(),
+                    name: String::new(),
+                },
+            );
+            let verdict = match b.rejected.get(&id) {
+                Some(&reason) => Verdict::Rejected(reason),
+                None => Verdict::Accepted,
+            };
+            (id, verdict)
+        })
         .collect();
-    verdicts.extend(
-        b.rejected
-            .into_iter()
-            .map(|(id, reason)| (id, Verdict::Rejected(reason))),
-    );
     Model {
         mesh,
         diagnostics: Vec::new(),
@@ -271,6 +274,39 @@ fn check_all(inputs: &[Input], parallel_min: usize) -> Vec<Checked> {
     out
 }
 
+/// The inputs' indices in id order, each id once (its first input), and
+/// which inputs repeat an earlier one's id. Inputs from [`crate::load`]
+/// come ordered by namespace and name: grouped by kind, in kind order,
+/// they are in id order already, which one pass checks; any other order
+/// is sorted.
+fn id_order(checked: &[Checked]) -> (Vec<usize>, Vec<bool>) {
+    let id = |k: usize| &checked[k].id;
+    let mut kinds: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (k, c) in checked.iter().enumerate() {
+        match kinds.iter_mut().find(|(kind, _)| *kind == c.id.kind) {
+            Some((_, list)) => list.push(k),
+            None => kinds.push((&c.id.kind, vec![k])),
+        }
+    }
+    kinds.sort_by(|a, b| a.0.cmp(b.0));
+    let mut order: Vec<usize> = kinds.into_iter().flat_map(|(_, list)| list).collect();
+    if !order.is_sorted_by(|&a, &b| (id(a), a) <= (id(b), b)) {
+        order.sort_by(|&a, &b| id(a).cmp(id(b)).then(a.cmp(&b)));
+    }
+    let mut repeats = vec![false; checked.len()];
+    let mut first: Option<usize> = None;
+    order.retain(|&k| {
+        let repeat = first.is_some_and(|f| id(f) == id(k));
+        if repeat {
+            repeats[k] = true;
+        } else {
+            first = Some(k);
+        }
+        !repeat
+    });
+    (order, repeats)
+}
+
 #[derive(Default)]
 struct Builder {
     diags: Vec<(Option<usize>, Diagnostic)>,
@@ -280,9 +316,18 @@ struct Builder {
     /// nothing there (a search of all verdicts per resource was a third
     /// of the build at 10,000 services).
     rejected: BTreeMap<ResourceId, Reason>,
-    /// Where each resource is in the inputs; only looked up, never
-    /// walked, so a hash map (its order never shows).
-    index: HashMap<ResourceId, usize>,
+    /// Each input's id, in input order.
+    ids: Vec<ResourceId>,
+    /// Indices into `ids` in id order, each id once (where it is first):
+    /// where a resource is in the inputs is a binary search.
+    order: Vec<usize>,
+    /// What [`Builder::place`] found, in input order; [`Builder::gather`]
+    /// makes the maps below of it, each in one pass when the inputs come
+    /// ordered by namespace and name.
+    placed_workloads: Vec<(ServiceKey, Workload)>,
+    placed_routes: Vec<(ServiceKey, (ResourceId, RouteTable))>,
+    placed_egress: Vec<(ResourceId, EgressGrant)>,
+    placed_access: Vec<(ResourceId, (ServiceKey, Vec<AccessRule>))>,
     workloads: BTreeMap<ServiceKey, Workload>,
     routes: BTreeMap<ServiceKey, Vec<(ResourceId, RouteTable)>>,
     egress: BTreeMap<ResourceId, EgressGrant>,
@@ -306,13 +351,48 @@ impl Builder {
         }
     }
 
+    /// Where the resource `id` is (first) in the inputs.
+    fn find(&self, id: &ResourceId) -> Option<usize> {
+        let at = self.order.partition_point(|&k| self.ids[k] < *id);
+        self.order.get(at).copied().filter(|&k| self.ids[k] == *id)
+    }
+
+    /// Makes the maps of what [`Builder::place`] found.
+    fn gather(&mut self) {
+        // Keys are unique (a repeated id is never placed). Collecting
+        // sorts (stable; one pass for pairs in key order) and builds the
+        // map without a search.
+        self.workloads = std::mem::take(&mut self.placed_workloads)
+            .into_iter()
+            .collect();
+        self.egress = std::mem::take(&mut self.placed_egress)
+            .into_iter()
+            .collect();
+        self.access = std::mem::take(&mut self.placed_access)
+            .into_iter()
+            .collect();
+        // A service's Routes in input order (the sort is stable).
+        let mut routes = std::mem::take(&mut self.placed_routes);
+        if !routes.is_sorted_by(|a, b| a.0 <= b.0) {
+            routes.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let mut grouped: Vec<(ServiceKey, Vec<(ResourceId, RouteTable)>)> = Vec::new();
+        for (key, route) in routes {
+            match grouped.last_mut() {
+                Some((last, list)) if *last == key => list.push(route),
+                _ => grouped.push((key, vec![route])),
+            }
+        }
+        self.routes = grouped.into_iter().collect();
+    }
+
     fn warn(&mut self, id: &ResourceId, d: Diagnostic) {
-        let idx = self.index.get(id).copied();
+        let idx = self.find(id);
         self.diags.push((idx, d));
     }
 
     fn error(&mut self, id: &ResourceId, reason: Reason, d: Diagnostic) {
-        let idx = self.index.get(id).copied().unwrap_or(usize::MAX);
+        let idx = self.find(id).unwrap_or(usize::MAX);
         self.reject(id, reason, d, idx);
     }
 
@@ -322,7 +402,7 @@ impl Builder {
         !self.rejected.contains_key(id)
     }
 
-    /// Places one resource checked alone; `index` already holds it.
+    /// Places one resource checked alone (not a repeat of an earlier id).
     fn place(
         &mut self,
         id: &ResourceId,
@@ -335,26 +415,23 @@ impl Builder {
         match piece {
             Piece::Workload(w) => {
                 if ok {
-                    self.workloads.insert(key(&id.name), w);
+                    self.placed_workloads.push((key(&id.name), w));
                 }
             }
             // A Route's table is kept even when rejected: the cross
             // checks report a second Route for its service.
             Piece::Route(Some((service, t))) => {
-                self.routes
-                    .entry(key(&service))
-                    .or_default()
-                    .push((id.clone(), t));
+                self.placed_routes.push((key(&service), (id.clone(), t)));
             }
             Piece::Route(None) => {}
             Piece::Egress(g) => {
                 if ok {
-                    self.egress.insert(id.clone(), g);
+                    self.placed_egress.push((id.clone(), g));
                 }
             }
             Piece::Access(x) => {
                 if ok {
-                    self.access.insert(id.clone(), x);
+                    self.placed_access.push((id.clone(), x));
                 }
             }
             Piece::Mesh(p) => {
@@ -374,8 +451,8 @@ impl Builder {
         self.diags.extend(diags.into_iter().map(|d| (Some(idx), d)));
     }
 
-    /// `inputs` are those given to [`build_unplaced`] (`index` points
-    /// into them).
+    /// `inputs` are those given to [`build_unplaced`] (`ids` and `order`
+    /// point into them).
     fn cross(&mut self, inputs: &[Input]) {
         // One Route per service: a second one is a conflict on both.
         let conflicts: Vec<(ServiceKey, Vec<ResourceId>)> = self
@@ -390,7 +467,7 @@ impl Builder {
                 let mut names: Vec<String> = list.iter().map(|id| id.name.clone()).collect();
                 names.sort();
                 for id in list {
-                    let idx = self.index.get(id).copied().unwrap_or(usize::MAX);
+                    let idx = self.find(id).unwrap_or(usize::MAX);
                     let d = Diagnostic::error(format!(
                         "service {} has {} Routes ({}); only one Route per service",
                         svc.name,
@@ -438,9 +515,8 @@ impl Builder {
                             let have: Vec<String> =
                                 w.versions.keys().map(|v| v.to_string()).collect();
                             let field = self
-                                .index
-                                .get(id)
-                                .and_then(|&i| match &inputs.get(i)?.resource {
+                                .find(id)
+                                .and_then(|i| match &inputs.get(i)?.resource {
                                     Resource::Route(rt) => version_fields(rt)
                                         .find(|(_, v)| missing.contains(&v.to_string())),
                                     _ => None,
@@ -810,6 +886,39 @@ mod tests {
         };
         assert!(!workload("n1", "s10"));
         assert!(workload("n2", "s11"));
+    }
+
+    #[test]
+    fn any_input_order_builds_the_same_model() {
+        // `load` gives its inputs ordered by namespace and name, which the
+        // build walks without a search; any other order (the operator's,
+        // say) is sorted and builds the same model.
+        let ordered = inputs();
+        let model = build(&ordered);
+        let mut reversed = ordered.clone();
+        reversed.reverse();
+        let mut rotated = ordered.clone();
+        rotated.rotate_left(ordered.len() / 3);
+        for other in [reversed, rotated] {
+            let unplaced = build_unplaced(&other);
+            // Each diagnostic points at an input of its own resource.
+            for (origin, d) in &unplaced.pending {
+                let input = other
+                    .iter()
+                    .find(|x| x.origin.as_ref() == origin.as_ref())
+                    .expect("an input");
+                let id = input.resource.id();
+                assert_eq!(
+                    (d.kind.as_deref(), d.namespace.as_deref(), d.name.as_deref()),
+                    (Some(&*id.kind), Some(&*id.namespace), Some(&*id.name)),
+                    "{d}"
+                );
+            }
+            let again = unplaced.settled(|_, d| d);
+            assert_eq!(again.mesh, model.mesh);
+            assert_eq!(again.verdicts, model.verdicts);
+            assert_eq!(again.diagnostics, model.diagnostics);
+        }
     }
 
     #[test]
