@@ -61,20 +61,46 @@ struct Line {
     end: usize,
 }
 
+impl Drop for Lines<'_> {
+    fn drop(&mut self) {
+        if self.queue.capacity() <= SPARE_MAX && self.lines.capacity() <= SPARE_MAX {
+            self.queue.clear();
+            self.lines.clear();
+            SPARE.set(Some((
+                std::mem::take(&mut self.queue),
+                std::mem::take(&mut self.lines),
+            )));
+        }
+    }
+}
+
 /// The text is outside the scanner's subset.
 struct Off;
 
 type Res<T> = Result<T, Off>;
 
+thread_local! {
+    /// The (emptied) buffers of the last scanner dropped on this thread:
+    /// the fast path makes a scanner per document, and each would grow its
+    /// own from nothing (five or six allocations and copies per document).
+    static SPARE: std::cell::Cell<Option<(VecDeque<Event>, Vec<Line>)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Buffers larger than this many events or lines (a document far larger
+/// than a resource) are freed, not kept for the next scanner.
+const SPARE_MAX: usize = 4096;
+
 impl<'a> Lines<'a> {
     /// A scanner over `text`.
     pub(crate) fn new(text: &'a str) -> Self {
+        let (queue, lines) = SPARE.take().unwrap_or_default();
         Lines {
             text: text.as_bytes(),
             at: 0,
             open: false,
-            queue: VecDeque::new(),
-            lines: Vec::new(),
+            queue,
+            lines,
             state: State::Start,
         }
     }
