@@ -65,6 +65,7 @@ pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
     let (order, repeats) = id_order(&all);
     let mut b = Builder {
         ids: Vec::with_capacity(inputs.len()),
+        order,
         ..Builder::default()
     };
     for (i, (checked, repeat)) in all.into_iter().zip(repeats).enumerate() {
@@ -89,7 +90,6 @@ pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
         }
         b.ids.push(id);
     }
-    b.order = order;
     b.gather();
     b.cross(inputs);
     let mesh = b.assemble();

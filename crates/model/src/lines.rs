@@ -61,19 +61,6 @@ struct Line {
     end: usize,
 }
 
-impl Drop for Lines<'_> {
-    fn drop(&mut self) {
-        if self.queue.capacity() <= SPARE_MAX && self.lines.capacity() <= SPARE_MAX {
-            self.queue.clear();
-            self.lines.clear();
-            SPARE.set(Some((
-                std::mem::take(&mut self.queue),
-                std::mem::take(&mut self.lines),
-            )));
-        }
-    }
-}
-
 /// The text is outside the scanner's subset.
 struct Off;
 
@@ -90,6 +77,19 @@ thread_local! {
 /// Buffers larger than this many events or lines (a document far larger
 /// than a resource) are freed, not kept for the next scanner.
 const SPARE_MAX: usize = 4096;
+
+impl Drop for Lines<'_> {
+    fn drop(&mut self) {
+        if self.queue.capacity() <= SPARE_MAX && self.lines.capacity() <= SPARE_MAX {
+            self.queue.clear();
+            self.lines.clear();
+            SPARE.set(Some((
+                std::mem::take(&mut self.queue),
+                std::mem::take(&mut self.lines),
+            )));
+        }
+    }
+}
 
 impl<'a> Lines<'a> {
     /// A scanner over `text`.
