@@ -13,9 +13,9 @@
 //! entry instead, which is `TCP` on every port, matched by address.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use packlight_model::ir::{EgressHost, Mesh, Service, ServiceKey};
+use packlight_model::ir::{EgressHost, Mesh, Reach, Service, ServiceKey};
 
 use crate::meta::{Labels, slug};
 use crate::object::{
@@ -165,26 +165,34 @@ fn sidecars<'a>(mesh: &'a Mesh, out: &mut Vec<Object<'a>>) {
     }
 }
 
-/// A workload's Sidecar egress hosts: whole namespaces it may call
-/// (`NS/*.svc.cluster.local`, so other workloads' ServiceEntries there
+/// A workload's Sidecar egress hosts, sorted: whole namespaces it may
+/// call (`NS/*.svc.cluster.local`, so other workloads' ServiceEntries there
 /// stay hidden), single services (`NS/fqdn`), `istio-system/*`, and its
-/// own whitelist (`./host`, visible through `exportTo: ["."]`).
+/// own whitelist (`./host`, visible through `exportTo: ["."]`). `svc` is
+/// one of `mesh`'s services. Under `access: deny` with AccessPolicies a
+/// workload reaches every namespace that has one, so the list grows with
+/// the mesh's namespaces: it is gathered in namespace order, nearly the
+/// hosts' order, and sorted once (a merge of a few runs), not inserted
+/// into a tree host by host.
 pub fn egress_hosts(mesh: &Mesh, svc: &Service) -> Vec<String> {
-    let mut hosts = BTreeSet::new();
-    for (ns, reach) in mesh.reach(&svc.key) {
+    let mut hosts = Vec::new();
+    for (ns, reach) in mesh.reach_of(svc) {
         match reach {
-            None => {
-                hosts.insert(format!("{ns}/*.svc.cluster.local"));
-            }
-            Some(set) => hosts.extend(set.iter().map(|k| format!("{ns}/{}", k.fqdn()))),
+            Reach::All => hosts.push(format!("{ns}/*.svc.cluster.local")),
+            Reach::Some(keys) => hosts.extend(
+                keys.iter()
+                    .map(|k| format!("{ns}/{}.{}.svc.cluster.local", k.name, k.namespace)),
+            ),
         }
     }
-    hosts.insert("istio-system/*".to_string());
+    hosts.push("istio-system/*".to_string());
     hosts.extend(
         svc.policy
             .egress
             .iter()
             .map(|h| format!("./{}", entry_host(h))),
     );
-    hosts.into_iter().collect()
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }

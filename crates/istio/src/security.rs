@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use packlight_model::ir::{AccessRule, Mesh, Service};
+use packlight_model::ir::{AccessRule, Mesh, Service, ServiceKey};
 use serde_json::json;
 
 use crate::RenderOptions;
@@ -61,10 +61,14 @@ pub(crate) fn emit<'a>(
                 ));
             }
             if kind == Kind::NetworkPolicy {
+                // The namespace's run of the ordered map, not a walk
+                // over the mesh per namespace.
                 let workloads = mesh
                     .services
-                    .values()
-                    .filter(|s| s.key.namespace == *ns && s.workload.is_some());
+                    .range(ServiceKey::new(ns.as_str(), "")..)
+                    .map(|(_, s)| s)
+                    .take_while(|s| s.key.namespace == *ns)
+                    .filter(|s| s.workload.is_some());
                 for svc in workloads {
                     let labels = labels.clone().service(&svc.key.name);
                     out.push(network_policy(svc, labels, opts));

@@ -80,6 +80,15 @@ pub struct Mesh {
     pub reach_index: BTreeMap<String, NamespaceReach>,
 }
 
+/// What a caller routes to in one namespace ([`Mesh::reach_of`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach<'m> {
+    /// Every service of the namespace.
+    All,
+    /// These services, in order.
+    Some(Vec<&'m ServiceKey>),
+}
+
 /// Reach facts of one namespace.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceReach {
@@ -156,13 +165,38 @@ impl Mesh {
 
     /// What `caller` routes to, per namespace: `None` for every service
     /// of that namespace, else the services it may call there. Namespaces
-    /// it may reach nothing in are absent. Costs O(namespaces + answer),
-    /// using [`Mesh::reach_index`]: the caller is looked up once, and its
-    /// grants (ordered by namespace, as the index is) are walked beside
-    /// the index.
+    /// it may reach nothing in are absent. Costs O(namespaces + answer):
+    /// [`Mesh::reach_of`], copied out.
     pub fn reach(&self, caller: &ServiceKey) -> BTreeMap<String, Option<BTreeSet<ServiceKey>>> {
-        let mut out = BTreeMap::new();
-        let known = self.services.get(caller);
+        self.reach_known(caller, self.services.get(caller))
+            .into_iter()
+            .map(|(ns, reach)| {
+                let keys = match reach {
+                    Reach::All => None,
+                    Reach::Some(keys) => Some(keys.into_iter().cloned().collect()),
+                };
+                (ns.to_string(), keys)
+            })
+            .collect()
+    }
+
+    /// [`Mesh::reach`] of `svc`, one of this mesh's services, borrowed
+    /// from the mesh: its namespaces in order, nothing copied and nothing
+    /// looked up. Renderers ask it once per workload, so with many
+    /// namespaces it is the one walk over [`Mesh::reach_index`] a
+    /// workload costs.
+    pub fn reach_of<'m>(&'m self, svc: &'m Service) -> Vec<(&'m str, Reach<'m>)> {
+        self.reach_known(&svc.key, Some(svc))
+    }
+
+    /// Walks the index beside the caller's grants (both ordered by
+    /// namespace); `known` is the caller's service when it is in the mesh.
+    fn reach_known<'m>(
+        &'m self,
+        caller: &ServiceKey,
+        known: Option<&'m Service>,
+    ) -> Vec<(&'m str, Reach<'m>)> {
+        let mut out = Vec::new();
         let mut granted = known.into_iter().flat_map(|s| &s.policy.granted).peekable();
         for (ns, facts) in &self.reach_index {
             while granted.next_if(|k| k.namespace < *ns).is_some() {}
@@ -180,17 +214,18 @@ impl Mesh {
                 continue;
             }
             if reached == total {
-                out.insert(ns.clone(), None);
+                out.push((ns.as_str(), Reach::All));
                 continue;
             }
-            let mut set: BTreeSet<ServiceKey> = facts
+            // `extra` holds no open service: the keys are distinct.
+            let mut keys: Vec<&ServiceKey> = facts
                 .open
                 .iter()
                 .filter(|k| *k != caller)
-                .cloned()
+                .chain(extra)
                 .collect();
-            set.extend(extra.into_iter().cloned());
-            out.insert(ns.clone(), Some(set));
+            keys.sort_unstable();
+            out.push((ns.as_str(), Reach::Some(keys)));
         }
         out
     }
