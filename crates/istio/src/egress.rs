@@ -15,8 +15,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use packlight_model::ir::{EgressHost, Mesh, Reach, Service, ServiceKey};
+use packlight_model::ResourceId;
+use packlight_model::ir::{EgressGrant, EgressHost, Mesh, Reach, Service};
 
+use crate::Scope;
 use crate::meta::{Labels, slug};
 use crate::object::{
     EgressHosts, EntryPort, Kind, Object, Pairs, ServiceEntrySpec, SidecarSpec, Spec,
@@ -26,11 +28,11 @@ use crate::object::{
 /// The suffix of the synthetic host of a CIDR entry.
 pub const CIDR_HOST_SUFFIX: &str = "cidr.packlight.internal";
 
-/// The egress objects of `kind` (ServiceEntry, Sidecar).
-pub(crate) fn emit<'a>(mesh: &'a Mesh, kind: Kind, out: &mut Vec<Object<'a>>) {
+/// The egress objects of `kind` (ServiceEntry, Sidecar) in one namespace.
+pub(crate) fn emit<'a>(scope: &Scope<'_, 'a>, kind: Kind, out: &mut Vec<Object<'a>>) {
     match kind {
-        Kind::ServiceEntry => service_entries(mesh, out),
-        Kind::Sidecar => sidecars(mesh, out),
+        Kind::ServiceEntry => service_entries(scope.egress, out),
+        Kind::Sidecar => sidecars(scope, out),
         _ => {}
     }
 }
@@ -44,10 +46,10 @@ pub fn entry_host(h: &EgressHost) -> String {
     }
 }
 
-fn service_entries<'a>(mesh: &'a Mesh, out: &mut Vec<Object<'a>>) {
+fn service_entries<'a>(egress: &[(&'a ResourceId, &'a EgressGrant)], out: &mut Vec<Object<'a>>) {
     // One entry per namespace and name: the first one wins.
     let mut entries: BTreeMap<(&'a str, String), Object<'a>> = BTreeMap::new();
-    for (id, grant) in &mesh.egress {
+    for &(id, grant) in egress {
         let mut labels = Labels::managed().source(id);
         if let Some(s) = &grant.service {
             labels = labels.service(&s.name);
@@ -114,54 +116,53 @@ fn dns_port(p: u16) -> EntryPort {
     }
 }
 
-fn sidecars<'a>(mesh: &'a Mesh, out: &mut Vec<Object<'a>>) {
+fn sidecars<'a>(scope: &Scope<'_, 'a>, out: &mut Vec<Object<'a>>) {
     let registry_only = || Pairs([("mode", Cow::Borrowed("REGISTRY_ONLY"))]);
-    for (ns, policy) in &mesh.namespaces {
-        if !policy.egress_deny {
-            continue;
-        }
-        let mut labels = Labels::managed();
-        if let Some(src) = &policy.source {
-            labels = labels.source(src);
-        }
+    let Some((ns, policy)) = scope.policy else {
+        return;
+    };
+    if !policy.egress_deny {
+        return;
+    }
+    let mut labels = Labels::managed();
+    if let Some(src) = &policy.source {
+        labels = labels.source(src);
+    }
+    out.push(Object::typed(
+        Kind::Sidecar,
+        ns.as_str(),
+        "default",
+        labels,
+        Spec::Sidecar(SidecarSpec {
+            egress: [EgressHosts {
+                hosts: vec![
+                    "*/*.svc.cluster.local".to_string(),
+                    "istio-system/*".to_string(),
+                ],
+            }],
+            outbound_traffic_policy: registry_only(),
+            workload_selector: None,
+        }),
+    ));
+    for &svc in scope.services {
+        let Some(w) = &svc.workload else { continue };
+        let key = &svc.key;
+        let labels = Labels::managed().service(&key.name).source(&w.source);
         out.push(Object::typed(
             Kind::Sidecar,
             ns.as_str(),
-            "default",
+            key.name.as_str(),
             labels,
             Spec::Sidecar(SidecarSpec {
                 egress: [EgressHosts {
-                    hosts: vec![
-                        "*/*.svc.cluster.local".to_string(),
-                        "istio-system/*".to_string(),
-                    ],
+                    hosts: egress_hosts(scope.mesh, svc),
                 }],
                 outbound_traffic_policy: registry_only(),
-                workload_selector: None,
+                workload_selector: Some(WorkloadSelector {
+                    labels: Pairs([("app", Cow::Borrowed(key.name.as_str()))]),
+                }),
             }),
         ));
-        let workloads = mesh
-            .services
-            .range(ServiceKey::new(ns.clone(), String::new())..);
-        for (key, svc) in workloads.take_while(|(k, _)| k.namespace == *ns) {
-            let Some(w) = &svc.workload else { continue };
-            let labels = Labels::managed().service(&key.name).source(&w.source);
-            out.push(Object::typed(
-                Kind::Sidecar,
-                ns.as_str(),
-                key.name.as_str(),
-                labels,
-                Spec::Sidecar(SidecarSpec {
-                    egress: [EgressHosts {
-                        hosts: egress_hosts(mesh, svc),
-                    }],
-                    outbound_traffic_policy: registry_only(),
-                    workload_selector: Some(WorkloadSelector {
-                        labels: Pairs([("app", Cow::Borrowed(key.name.as_str()))]),
-                    }),
-                }),
-            ));
-        }
     }
 }
 

@@ -10,10 +10,11 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use packlight_model::Version;
-use packlight_model::ir::{MajorAddress, MatchItem, Mesh, RouteTable, Service, StringMatcher};
+use packlight_model::ir::{MajorAddress, MatchItem, RouteTable, Service, StringMatcher};
 use packlight_model::routing::{Vantage, major_path};
 use serde_json::Value;
 
+use crate::Scope;
 use crate::meta::{Labels, duration, host_regex, prefix_regex};
 use crate::object::{
     ConnectionPool, DestinationRuleSpec, HttpRoute, Kind, MatchRequest, MaxConnections, Object,
@@ -21,9 +22,10 @@ use crate::object::{
     Spec, StringMatch, Subset, Target, TrafficPolicy, VirtualServiceSpec,
 };
 
-/// The route objects of `kind` (VirtualService, DestinationRule).
+/// The route objects of `kind` (VirtualService, DestinationRule) in one
+/// namespace.
 pub(crate) fn emit<'a>(
-    mesh: &'a Mesh,
+    scope: &Scope<'_, 'a>,
     kind: Kind,
     skip: &dyn Fn(&Service) -> bool,
     out: &mut Vec<Object<'a>>,
@@ -31,7 +33,7 @@ pub(crate) fn emit<'a>(
     if !matches!(kind, Kind::VirtualService | Kind::DestinationRule) {
         return;
     }
-    for svc in mesh.services.values() {
+    for &svc in scope.services {
         let Some(table) = &svc.route else { continue };
         if skip(svc) {
             continue;

@@ -12,20 +12,21 @@
 
 use std::borrow::Cow;
 
-use packlight_model::ir::{AccessRule, Mesh, Service, ServiceKey};
+use packlight_model::ir::{AccessRule, Service};
 use serde_json::json;
 
-use crate::RenderOptions;
 use crate::meta::Labels;
 use crate::object::{
     AllowPolicySpec, AllowRule, Empty, Kind, MatchLabels, NamespaceSelector, NetworkPolicySpec,
     Object, Operation, Pairs, Peer, PeersFrom, Source, Spec,
 };
+use crate::{RenderOptions, Scope};
 
 /// The namespace defaults and access objects of `kind`
-/// (PeerAuthentication, AuthorizationPolicy, NetworkPolicy).
+/// (PeerAuthentication, AuthorizationPolicy, NetworkPolicy) in one
+/// namespace.
 pub(crate) fn emit<'a>(
-    mesh: &'a Mesh,
+    scope: &Scope<'_, 'a>,
     opts: &'a RenderOptions,
     kind: Kind,
     out: &mut Vec<Object<'a>>,
@@ -36,7 +37,7 @@ pub(crate) fn emit<'a>(
     ) {
         return;
     }
-    for (ns, policy) in &mesh.namespaces {
+    if let Some((ns, policy)) = scope.policy {
         let mut labels = Labels::managed();
         if let Some(src) = &policy.source {
             labels = labels.source(src);
@@ -61,15 +62,7 @@ pub(crate) fn emit<'a>(
                 ));
             }
             if kind == Kind::NetworkPolicy {
-                // The namespace's run of the ordered map, not a walk
-                // over the mesh per namespace.
-                let workloads = mesh
-                    .services
-                    .range(ServiceKey::new(ns.as_str(), "")..)
-                    .map(|(_, s)| s)
-                    .take_while(|s| s.key.namespace == *ns)
-                    .filter(|s| s.workload.is_some());
-                for svc in workloads {
+                for &svc in scope.services.iter().filter(|s| s.workload.is_some()) {
                     let labels = labels.clone().service(&svc.key.name);
                     out.push(network_policy(svc, labels, opts));
                 }
@@ -79,7 +72,7 @@ pub(crate) fn emit<'a>(
     if kind != Kind::AuthorizationPolicy {
         return;
     }
-    for svc in mesh.services.values() {
+    for &svc in scope.services {
         let Some(rules) = &svc.policy.access else {
             continue;
         };

@@ -8,17 +8,19 @@
 
 use std::borrow::Cow;
 
-use packlight_model::ir::{Mesh, Protocol, Service, Workload};
+use packlight_model::ir::{Protocol, Service, Workload};
 
+use crate::Scope;
 use crate::meta::Labels;
 use crate::object::{
     Container, ContainerPort, DeploymentSpec, Kind, MatchLabels, Object, Pairs, PodMetadata,
     PodSpec, PodTemplate, ServicePort, ServiceSpec, Spec,
 };
 
-/// The workload objects of `kind` (Deployment, Service, ServiceAccount).
+/// The workload objects of `kind` (Deployment, Service, ServiceAccount)
+/// in one namespace.
 pub(crate) fn emit<'a>(
-    mesh: &'a Mesh,
+    scope: &Scope<'_, 'a>,
     kind: Kind,
     skip: &dyn Fn(&Service) -> bool,
     out: &mut Vec<Object<'a>>,
@@ -29,7 +31,7 @@ pub(crate) fn emit<'a>(
     ) {
         return;
     }
-    for svc in mesh.services.values() {
+    for &svc in scope.services {
         if let Some(w) = &svc.workload
             && !skip(svc)
         {
