@@ -10,7 +10,8 @@
 //! Run: `cargo bench -p packlight --bench render`. Peak memory is measured
 //! separately on the binary (`/usr/bin/time -v packlight render ...`, see
 //! docs/benchmarks.md); the 10k/1k ratio, with the sizes alternated, by
-//! `render_ratio.rs`.
+//! `render_ratio.rs`; the mesh spread over many namespaces by
+//! `render_namespaces.rs`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 

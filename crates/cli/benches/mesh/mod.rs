@@ -3,11 +3,17 @@
 //! (`render_ratio.rs`).
 
 /// The benchmark mesh as multi-document YAML files of 1,000 services each
-/// (one file may hold at most 8 MiB).
+/// (one file may hold at most 8 MiB), over 10 namespaces.
+#[allow(dead_code)] // not every bench binary uses each
 pub fn mesh_yaml(services: usize) -> Vec<String> {
+    mesh_in(services, 10)
+}
+
+/// [`mesh_yaml`] over `namespaces` namespaces (the services taking
+/// turns), each under its deny-all MeshPolicy.
+pub fn mesh_in(services: usize, namespaces: usize) -> Vec<String> {
     let mut files = Vec::new();
     let mut out = String::with_capacity(1000 * 1200);
-    let namespaces = 10;
     for n in 0..namespaces {
         out.push_str(&format!(
             "apiVersion: packlight.dev/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: ns{n}}}\nspec: {{mtls: strict, access: deny, egress: deny}}\n---\n"
@@ -68,6 +74,7 @@ spec:
 }
 
 /// The whole path; returns the number of objects written.
+#[allow(dead_code)] // not every bench binary uses each
 pub fn render(files: &[String]) -> usize {
     let texts: Vec<(Option<&str>, &str)> = files
         .iter()
