@@ -219,8 +219,7 @@ struct Namespace<'a> {
 /// namespace at a time: what exists at once is bounded by the largest
 /// namespace, not the mesh (a mesh of many namespaces, where every
 /// workload's Sidecar names every namespace, no longer holds all its
-/// Sidecars at once), and each hand-over is small enough to be written
-/// while it is still in the cache.
+/// Sidecars at once), and each hand-over to the writer is small.
 struct Kinds<'a> {
     mesh: &'a Mesh,
     skip: &'a (dyn Fn(&Service) -> bool + Sync),

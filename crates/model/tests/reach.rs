@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use packlight_model::ir::ServiceKey;
+use packlight_model::ir::{Reach, ServiceKey};
 use packlight_model::load;
 use proptest::prelude::*;
 
@@ -90,6 +90,20 @@ proptest! {
                 }
             }
             prop_assert_eq!(&from_reach, &want);
+            // reach_of, the borrowed answer for a service at hand, says
+            // the same, namespace by namespace.
+            let of: BTreeMap<String, Option<BTreeSet<ServiceKey>>> = mesh
+                .reach_of(&mesh.services[caller])
+                .into_iter()
+                .map(|(ns, r)| {
+                    let keys = match r {
+                        Reach::All => None,
+                        Reach::Some(keys) => Some(keys.into_iter().cloned().collect()),
+                    };
+                    (ns.to_string(), keys)
+                })
+                .collect();
+            prop_assert_eq!(of, mesh.reach(caller));
         }
     }
 }
