@@ -15,7 +15,7 @@ use std::io::Write;
 use std::time::Instant;
 
 mod mesh;
-use mesh::mesh_in;
+use mesh::{mesh_in, render_to};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -59,27 +59,11 @@ fn main() {
     };
     for &namespaces in spreads.iter().filter(|n| **n <= services) {
         let files = mesh_in(services, namespaces);
-        let texts: Vec<(Option<&str>, &str)> = files
-            .iter()
-            .map(|t| (Some("mesh.yaml"), t.as_str()))
-            .collect();
         // Resets the high-water mark to the current resident size.
         let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
         let t = Instant::now();
-        let (model, _) = packlight_model::load(&texts, "default");
-        assert!(!model.has_errors(), "{:?}", model.diagnostics.first());
-        let mut yaml = packlight_istio::yaml::YamlWriter::new();
         let mut out = std::io::BufWriter::with_capacity(1 << 16, Counter(0));
-        let mut objects = 0usize;
-        packlight_istio::render_each(
-            &model.mesh,
-            &packlight_istio::RenderOptions::default(),
-            |o| {
-                yaml.document(&mut out, o).expect("writing to a counter");
-                objects += 1;
-            },
-        );
-        drop(model);
+        let objects = render_to(&files, &mut out);
         let bytes = out.into_inner().map(|c| c.0).unwrap_or_default();
         let elapsed = t.elapsed();
         let peak = match (reset, peak_mb()) {

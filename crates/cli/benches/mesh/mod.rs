@@ -73,9 +73,19 @@ spec:
     files
 }
 
-/// The whole path; returns the number of objects written.
+/// The whole path, writing into a sink; returns the number of objects
+/// written.
 #[allow(dead_code)] // not every bench binary uses each
 pub fn render(files: &[String]) -> usize {
+    render_to(
+        files,
+        &mut std::io::BufWriter::with_capacity(1 << 16, std::io::sink()),
+    )
+}
+
+/// The whole path, writing the YAML into `out`; returns the number of
+/// objects written.
+pub fn render_to(files: &[String], out: &mut impl std::io::Write) -> usize {
     let texts: Vec<(Option<&str>, &str)> = files
         .iter()
         .map(|t| (Some("mesh.yaml"), t.as_str()))
@@ -83,13 +93,12 @@ pub fn render(files: &[String]) -> usize {
     let (model, _) = packlight_model::load(&texts, "default");
     assert!(!model.has_errors(), "{:?}", model.diagnostics.first());
     let mut yaml = packlight_istio::yaml::YamlWriter::new();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::sink());
     let mut objects = 0;
     packlight_istio::render_each(
         &model.mesh,
         &packlight_istio::RenderOptions::default(),
         |o| {
-            yaml.document(&mut out, o).expect("writing to a sink");
+            yaml.document(out, o).expect("writing the YAML");
             objects += 1;
         },
     );
