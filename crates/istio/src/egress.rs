@@ -47,8 +47,8 @@ pub fn entry_host(h: &EgressHost) -> String {
 }
 
 fn service_entries<'a>(egress: &[(&'a ResourceId, &'a EgressGrant)], out: &mut Vec<Object<'a>>) {
-    // One entry per namespace and name: the first one wins.
-    let mut entries: BTreeMap<(&'a str, String), Object<'a>> = BTreeMap::new();
+    // One entry per name (all are in one namespace): the first one wins.
+    let mut entries: BTreeMap<String, Object<'a>> = BTreeMap::new();
     for &(id, grant) in egress {
         let mut labels = Labels::managed().source(id);
         if let Some(s) = &grant.service {
@@ -57,8 +57,7 @@ fn service_entries<'a>(egress: &[(&'a ResourceId, &'a EgressGrant)], out: &mut V
         for h in &grant.hosts {
             let ports: Vec<String> = h.ports().iter().map(u16::to_string).collect();
             let name = format!("{}-{}-{}", id.name, slug(&h.to_string()), ports.join("-"));
-            let key = (grant.namespace.as_str(), name);
-            if entries.contains_key(&key) {
+            if entries.contains_key(&name) {
                 continue;
             }
             let spec = match h {
@@ -90,11 +89,11 @@ fn service_entries<'a>(egress: &[(&'a ResourceId, &'a EgressGrant)], out: &mut V
             let object = Object::typed(
                 Kind::ServiceEntry,
                 grant.namespace.as_str(),
-                key.1.clone(),
+                name.clone(),
                 labels.clone(),
                 Spec::ServiceEntry(spec),
             );
-            entries.insert(key, object);
+            entries.insert(name, object);
         }
     }
     out.extend(entries.into_values());

@@ -212,6 +212,12 @@ struct Namespace<'a> {
     egress: Range<usize>,
 }
 
+/// Where the items of namespace `ns` are in `items`, which are ordered by
+/// namespace.
+fn run_of<T>(items: &[T], ns: &str, ns_of: impl Fn(&T) -> &str) -> Range<usize> {
+    items.partition_point(|x| ns_of(x) < ns)..items.partition_point(|x| ns_of(x) <= ns)
+}
+
 /// The objects of each kind in turn, a namespace at a time, sorted.
 ///
 /// Every object goes into one namespace, and the output is ordered by
@@ -246,8 +252,8 @@ impl<'a> Kinds<'a> {
         let mut egress: Vec<(&ResourceId, &EgressGrant)> = mesh.egress.iter().collect();
         egress.sort_by(|a, b| a.1.namespace.cmp(&b.1.namespace));
         let mut ingress = ingress::objects(mesh, opts);
-        let rank = |o: &Object<'_>| Kind::ALL.iter().position(|k| *k == o.kind());
-        ingress.sort_by(|a, b| (rank(a), a.namespace()).cmp(&(rank(b), b.namespace())));
+        // `Kind`'s order is the output order (`Kind::ALL`).
+        ingress.sort_by(|a, b| (a.kind(), a.namespace()).cmp(&(b.kind(), b.namespace())));
         let mut names: Vec<Cow<'a, str>> = Vec::new();
         for svc in &services {
             if names.last().is_none_or(|n| *n != *svc.key.namespace) {
@@ -267,27 +273,13 @@ impl<'a> Kinds<'a> {
         );
         names.sort();
         names.dedup();
-        let (mut at_service, mut at_egress) = (0, 0);
         let namespaces = names
             .into_iter()
-            .map(|name| {
-                let run = |at: &mut usize, len: usize, ns_of: &dyn Fn(usize) -> &'a str| {
-                    let from = *at;
-                    while *at < len && ns_of(*at) == name {
-                        *at += 1;
-                    }
-                    from..*at
-                };
-                let services = run(&mut at_service, services.len(), &|i| {
-                    &services[i].key.namespace
-                });
-                let egress = run(&mut at_egress, egress.len(), &|i| &egress[i].1.namespace);
-                Namespace {
-                    policy: mesh.namespaces.get_key_value(name.as_ref()),
-                    name,
-                    services,
-                    egress,
-                }
+            .map(|name| Namespace {
+                policy: mesh.namespaces.get_key_value(name.as_ref()),
+                services: run_of(&services, &name, |s| &s.key.namespace),
+                egress: run_of(&egress, &name, |(_, g)| &g.namespace),
+                name,
             })
             .collect();
         Kinds {

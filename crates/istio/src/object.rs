@@ -660,3 +660,16 @@ impl Serialize for Operation<'_> {
         m.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn kinds_are_ordered_as_the_output_is() {
+        // The renderer sorts by `Kind` and walks `Kind::ALL`: both must be
+        // the output order, by apiVersion and then kind.
+        assert!(Kind::ALL.is_sorted());
+        assert!(Kind::ALL.is_sorted_by_key(|k| (k.api_version(), k.name())));
+    }
+}

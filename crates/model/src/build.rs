@@ -110,14 +110,7 @@ pub(crate) fn build_unplaced(inputs: &[Input]) -> Model {
         .order
         .iter()
         .map(|&k| {
-            let id = std::mem::replace(
-                &mut ids[k],
-                ResourceId {
-                    kind: String::new(),
-                    namespace: String::new(),
-                    name: String::new(),
-                },
-            );
+            let id = std::mem::take(&mut ids[k]);
             let verdict = match b.rejected.get(&id) {
                 Some(&reason) => Verdict::Rejected(reason),
                 None => Verdict::Accepted,

@@ -159,7 +159,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Names one resource: kind, namespace, name.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ResourceId {
     /// `Route`, `Microservice`, ...
     pub kind: String,
