@@ -10,8 +10,16 @@
 //! within about a second of each other. Same mesh, same path and same
 //! allocator as `render.rs` (`mesh/mod.rs`).
 //!
+//! It also reports the page faults of each timed render (read outside
+//! the timing): memory mimalloc handed back to the kernel (it purges
+//! freed memory on a 1 s cycle) and the render took again. A 10,000-
+//! service render lasts about half of that cycle and pays some thousands
+//! of faults, a 1,000-service render tens to hundreds (docs/benchmarks.md,
+//! Run 12).
+//!
 //! Run: `cargo bench -p packlight --bench render_ratio [-- --rounds 15
-//! --inner 10]`. Bounded: at most 100 rounds of at most 50 inner renders.
+//! --inner 10]`. Bounded: at most 100 rounds of at most 50 inner
+//! renders.
 
 use std::time::{Duration, Instant};
 
@@ -37,8 +45,27 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// The median of the page-fault counts, or `?` when none was read.
+fn faults_median(xs: Vec<f64>) -> String {
+    if xs.is_empty() {
+        "?".into()
+    } else {
+        format!("{:.0}", median(xs))
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Minor page faults of this process so far (`/proc/self/stat`, field
+/// 10), if the kernel says.
+fn faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start with
+    // field 3.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(7)?.parse().ok()
 }
 
 fn main() {
@@ -57,23 +84,29 @@ fn main() {
     // Each size rendered once unmeasured (allocator and caches warm); its
     // object count is checked on every timed render.
     let objects = (render(&small), render(&large));
+    // Each returns the time in ms and the page faults, per render.
     let time_small = || {
         let mut total = Duration::ZERO;
+        let before = faults();
         for _ in 0..inner {
             let t = Instant::now();
             assert_eq!(render(&small), objects.0);
             total += t.elapsed();
         }
-        ms(total) / inner as f64
+        let taken = faults().zip(before).map(|(a, b)| (a - b) as f64);
+        (ms(total) / inner as f64, taken.map(|f| f / inner as f64))
     };
     let time_large = || {
+        let before = faults();
         let t = Instant::now();
         assert_eq!(render(&large), objects.1);
-        ms(t.elapsed())
+        let elapsed = ms(t.elapsed());
+        (elapsed, faults().zip(before).map(|(a, b)| (a - b) as f64))
     };
     let (mut s, mut l, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fs, mut fl) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (a, b) = if round % 2 == 0 {
+        let ((a, fa), (b, fb)) = if round % 2 == 0 {
             let a = time_small();
             (a, time_large())
         } else {
@@ -81,13 +114,17 @@ fn main() {
             (time_small(), b)
         };
         println!(
-            "round {:>3}: 1k {a:7.1} ms (mean of {inner}), 10k {b:7.1} ms, ratio {:5.2}",
+            "round {:>3}: 1k {a:7.1} ms (mean of {inner}), 10k {b:7.1} ms, ratio {:5.2}; page faults per render 1k {}, 10k {}",
             round + 1,
-            b / a
+            b / a,
+            fa.map_or("?".into(), |f| format!("{f:.0}")),
+            fb.map_or("?".into(), |f| format!("{f:.0}")),
         );
         s.push(a);
         l.push(b);
         ratios.push(b / a);
+        fs.extend(fa);
+        fl.extend(fb);
     }
     // The fastest round of each size: the least disturbed by the machine.
     let fastest = |xs: &[f64]| xs.iter().copied().fold(f64::MAX, f64::min);
@@ -99,12 +136,15 @@ fn main() {
     println!(
         "render_ratio: {rounds} rounds; 1k median {:.1} ms ({} objects); 10k median {:.1} ms ({} objects, {under}/{rounds} under 1 s); \
          ratio median {:.2} (best {best:.2}, worst {worst:.2}; {met}/{rounds} rounds at most 11); \
-         fastest 1k {fast_s:.1} ms, fastest 10k {fast_l:.1} ms, their ratio {:.2}",
+         fastest 1k {fast_s:.1} ms, fastest 10k {fast_l:.1} ms, their ratio {:.2}; \
+         median page faults per render 1k {}, 10k {}",
         median(s.clone()),
         objects.0,
         median(l.clone()),
         objects.1,
         median(ratios),
         fast_l / fast_s,
+        faults_median(fs),
+        faults_median(fl),
     );
 }
