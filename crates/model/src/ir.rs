@@ -89,6 +89,17 @@ pub enum Reach<'m> {
     Some(Vec<&'m ServiceKey>),
 }
 
+impl Reach<'_> {
+    /// The owned form [`Mesh::reach`] answers with: `None` for every
+    /// service of the namespace, else the services.
+    pub fn to_owned_keys(&self) -> Option<BTreeSet<ServiceKey>> {
+        match self {
+            Reach::All => None,
+            Reach::Some(keys) => Some(keys.iter().map(|&k| k.clone()).collect()),
+        }
+    }
+}
+
 /// Reach facts of one namespace.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceReach {
@@ -170,13 +181,7 @@ impl Mesh {
     pub fn reach(&self, caller: &ServiceKey) -> BTreeMap<String, Option<BTreeSet<ServiceKey>>> {
         self.reach_known(caller, self.services.get(caller))
             .into_iter()
-            .map(|(ns, reach)| {
-                let keys = match reach {
-                    Reach::All => None,
-                    Reach::Some(keys) => Some(keys.into_iter().cloned().collect()),
-                };
-                (ns.to_string(), keys)
-            })
+            .map(|(ns, reach)| (ns.to_string(), reach.to_owned_keys()))
             .collect()
     }
 

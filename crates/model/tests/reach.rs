@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use packlight_model::ir::{Reach, ServiceKey};
+use packlight_model::ir::ServiceKey;
 use packlight_model::load;
 use proptest::prelude::*;
 
@@ -95,13 +95,7 @@ proptest! {
             let of: BTreeMap<String, Option<BTreeSet<ServiceKey>>> = mesh
                 .reach_of(&mesh.services[caller])
                 .into_iter()
-                .map(|(ns, r)| {
-                    let keys = match r {
-                        Reach::All => None,
-                        Reach::Some(keys) => Some(keys.into_iter().cloned().collect()),
-                    };
-                    (ns.to_string(), keys)
-                })
+                .map(|(ns, r)| (ns.to_string(), r.to_owned_keys()))
                 .collect();
             prop_assert_eq!(of, mesh.reach(caller));
         }
