@@ -1,9 +1,10 @@
 //! Status: the `Accepted` and `Programmed` conditions of one resource,
 //! computed from the model's verdict and what applying its objects did;
-//! written only when they differ from what the resource shows, with a
-//! Kubernetes Event for every condition that changed.
+//! written only when they differ from what the resource shows, with one
+//! Kubernetes Event per change of the resource's conditions.
 //!
-//! [`conditions`] is pure; [`write`] is the one place that writes status.
+//! [`conditions`] and [`transition`] are pure; [`write`] is the one place
+//! that writes status.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -231,8 +232,7 @@ pub fn same(current: &Value, next: &Value) -> bool {
 }
 
 /// Writes `next` as the status of `obj` if it differs from the current
-/// one, and publishes an Event for each condition whose status or reason
-/// changed. Returns the resourceVersion it wrote (`None`: nothing to
+/// one, and publishes the Event of the [`transition`], if any. Returns the resourceVersion it wrote (`None`: nothing to
 /// write).
 pub async fn write<K: SourceKind>(
     api: &Api<K>,
@@ -254,27 +254,7 @@ pub async fn write<K: SourceKind>(
         )
         .await
         .map_err(|e| Error::Kube(format!("writing status of {} {name}", K::KIND), e))?;
-    let old = current.get("conditions").and_then(Value::as_array);
-    for c in conds {
-        let status = if c.ok { "True" } else { "False" };
-        let unchanged = old
-            .into_iter()
-            .flatten()
-            .any(|o| o["type"] == c.type_ && o["status"] == status && o["reason"] == c.reason);
-        if unchanged {
-            continue;
-        }
-        let event = Event {
-            type_: if c.ok {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: c.reason.to_string(),
-            note: Some(clip_note(&c.message)),
-            action: c.type_.to_string(),
-            secondary: None,
-        };
+    if let Some(event) = transition(current, conds) {
         // An event is a courtesy: a failure to publish one is logged, not
         // retried (the status already says it).
         if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
@@ -282,6 +262,49 @@ pub async fn write<K: SourceKind>(
         }
     }
     Ok(Some(written.resource_version().unwrap_or_default()))
+}
+
+/// The one Event for a status change (`None`: no condition's status or
+/// reason changed). It names the change that matters most: the first
+/// condition that turned False (a Warning), else the last one that changed
+/// (Programmed before Accepted: a new resource's Accepted and Programmed
+/// are one transition, one Event). The note lists every changed condition.
+pub fn transition(current: &Value, conds: &[Cond]) -> Option<Event> {
+    let old = current.get("conditions").and_then(Value::as_array);
+    let changed: Vec<&Cond> = conds
+        .iter()
+        .filter(|c| {
+            let status = if c.ok { "True" } else { "False" };
+            !old.into_iter()
+                .flatten()
+                .any(|o| o["type"] == c.type_ && o["status"] == status && o["reason"] == c.reason)
+        })
+        .collect();
+    let lead = changed.iter().find(|c| !c.ok).or_else(|| changed.last())?;
+    let note = changed
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={} ({}): {}",
+                c.type_,
+                if c.ok { "True" } else { "False" },
+                c.reason,
+                c.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(Event {
+        type_: if lead.ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: lead.reason.to_string(),
+        note: Some(clip_note(&note)),
+        action: lead.type_.to_string(),
+        secondary: None,
+    })
 }
 
 fn clip_note(s: &str) -> String {
@@ -353,6 +376,82 @@ mod tests {
             (p.ok, p.reason, p.message.as_str()),
             (false, "ApplyFailed", "boom")
         );
+    }
+
+    fn cond(type_: &'static str, ok: bool, reason: &'static str, message: &str) -> Cond {
+        Cond {
+            type_,
+            ok,
+            reason,
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn one_event_per_transition() {
+        let good = [
+            cond("Accepted", true, "Valid", "valid"),
+            cond("Programmed", true, "Programmed", "2 objects applied"),
+        ];
+        // New: accepted and programmed at once is one Programmed event.
+        let e = transition(&Value::Null, &good).expect("an event");
+        assert_eq!(
+            (e.type_, e.reason.as_str(), e.action.as_str()),
+            (EventType::Normal, "Programmed", "Programmed")
+        );
+        assert_eq!(
+            e.note.as_deref(),
+            Some("Accepted=True (Valid): valid; Programmed=True (Programmed): 2 objects applied")
+        );
+        let obj: Value = serde_yaml::from_str(ROUTE).unwrap();
+        let shown = status_value(&Value::Null, Some(1), &good, "Route", &obj);
+        // Same conditions (another message, a new generation): no event.
+        let moved = [
+            good[0].clone(),
+            cond("Programmed", true, "Programmed", "3 objects applied"),
+        ];
+        assert!(transition(&shown, &moved).is_none());
+        // Rejected: one Warning named after the first condition that turned False.
+        let bad = [
+            cond(
+                "Accepted",
+                false,
+                "Invalid",
+                "spec.rules: weights sum to 90",
+            ),
+            cond("Programmed", false, "Pending", "not programmed"),
+        ];
+        let e = transition(&shown, &bad).expect("an event");
+        assert_eq!(
+            (e.type_, e.reason.as_str(), e.action.as_str()),
+            (EventType::Warning, "Invalid", "Accepted")
+        );
+        let note = e.note.unwrap_or_default();
+        assert!(note.contains("Programmed=False (Pending)"), "{note}");
+        // Only Programmed fails: the Warning is ApplyFailed.
+        let failed = [
+            good[0].clone(),
+            cond("Programmed", false, "ApplyFailed", "boom"),
+        ];
+        let e = transition(&shown, &failed).expect("an event");
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Warning, "ApplyFailed")
+        );
+        assert_eq!(
+            e.note.as_deref(),
+            Some("Programmed=False (ApplyFailed): boom")
+        );
+        // Back to good from a failure: a Normal Programmed event.
+        let failed_shown = status_value(&shown, Some(1), &failed, "Route", &obj);
+        let e = transition(&failed_shown, &good).expect("an event");
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Normal, "Programmed")
+        );
+        // A long message is clipped to what the API server takes.
+        let long = [cond("Accepted", false, "Invalid", &"x".repeat(5000))];
+        assert!(transition(&Value::Null, &long).unwrap().note.unwrap().len() <= 1000);
     }
 
     #[test]

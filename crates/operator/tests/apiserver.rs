@@ -169,25 +169,45 @@ async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() ->
     )
     .await?;
 
-    // An Event marks the transition to Programmed.
+    // One Event marks the transition to accepted and programmed: a
+    // Programmed event whose note names both conditions, no separate
+    // event for Accepted.
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
         kube::Api::namespaced(h.admin.clone(), h.name());
+    let route_events = || async {
+        anyhow::Ok(
+            events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Route"))
+                .collect::<Vec<_>>(),
+        )
+    };
     eventually(
         "a Programmed event on the Route",
         Duration::from_secs(10),
         || async {
-            Ok(events
-                .list(&ListParams::default())
+            Ok(route_events()
                 .await?
-                .items
                 .iter()
-                .any(|e| {
-                    e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Route")
-                        && e.reason.as_deref() == Some("Programmed")
-                }))
+                .any(|e| e.reason.as_deref() == Some("Programmed")))
         },
     )
     .await?;
+    let seen = route_events().await?;
+    let said: Vec<(Option<&str>, Option<&str>)> = seen
+        .iter()
+        .map(|e| (e.reason.as_deref(), e.note.as_deref()))
+        .collect();
+    assert!(
+        said.iter().all(|(r, _)| *r != Some("Valid"))
+            && said.iter().any(|(r, note)| *r == Some("Programmed")
+                && note.is_some_and(|n| n.contains("Accepted=True (Valid)")
+                    && n.contains("Programmed=True (Programmed)"))),
+        "one event per transition: {said:?}"
+    );
 
     // Weights change: the VirtualService follows.
     h.apply(&route(50, 50, "2.0")).await?;
