@@ -14,12 +14,11 @@
 //! the API server process (the bench binary: etcd, kube-apiserver and its
 //! controllers in one process) and this process used, and what the API
 //! server's `/metrics` say happened (requests by verb and resource, flow
-//! control waits, etcd latency). `PACKLIGHT_BENCH_POLL_MS` (default
-//! 1,000) is how often the bulk phase lists the Routes to see them
-//! Programmed: each list of 1,000 whole Routes costs the API server ~130
-//! ms of the CPU the operator's writes need (at 100 ms the bench's own
-//! lists made the bulk phase 1.3-1.5x slower), so the figure is late by up
-//! to one period.
+//! control waits, etcd latency). The bulk phase sees the Routes become
+//! Programmed through a watch started before the load (the moment is the
+//! watch event's). It used to list them every 1 s (earlier every 100 ms):
+//! each list of 1,000 whole Routes cost the API server ~130 ms of the CPU
+//! the operator's writes need, and the figure was late by up to a period.
 //!
 //! `PACKLIGHT_BENCH_CEILING=1`: no operator. The floor any operator faces
 //! on this API server: per round (`PACKLIGHT_BENCH_CEILING_INFLIGHT`,
@@ -29,10 +28,11 @@
 //! same objects: the objects `packlight_istio` renders from the model of
 //! those resources (owner references to their UIDs, as the operator adds
 //! them), server-side applied with field manager `packlight`, force and
-//! strict validation, under the operator's ServiceAccount; then the status
+//! strict validation, under the operator's ServiceAccount, a kind at a time
+//! (each kind reported on its own, then all applies together); then the status
 //! of every Microservice and every Route, written by
 //! `packlight_operator::status::write` (a merge patch of `status`, and an
-//! Event per new condition, as the operator does;
+//! Event per transition, as the operator does;
 //! `PACKLIGHT_BENCH_CEILING_EVENTS=0` writes the status alone). Each phase
 //! reports wall time, writes/s, CPU of the API server process and of this
 //! process (from /proc), and the `/metrics` deltas.
@@ -50,6 +50,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
 use packlight_model::ResourceId;
 use packlight_operator::index::SourceKind;
 use packlight_operator::outputs::{self, ObjectKey};
@@ -370,19 +371,61 @@ async fn apply_sources(h: &Harness, n: usize) -> anyhow::Result<()> {
     applied.into_iter().collect()
 }
 
-/// How many Routes say `Programmed` at their generation.
-async fn programmed(routes: &Api<DynamicObject>) -> anyhow::Result<usize> {
-    let list = routes.list(&ListParams::default()).await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|r| {
-            let v = serde_json::to_value(r).unwrap_or_default();
-            support::condition(&v, "Programmed").is_some_and(|c| {
-                c["status"] == "True" && c["observedGeneration"] == v["metadata"]["generation"]
-            })
-        })
-        .count())
+/// True when the Route says `Programmed` at its generation.
+fn is_programmed(route: &DynamicObject) -> bool {
+    let v = serde_json::to_value(route).unwrap_or_default();
+    support::condition(&v, "Programmed").is_some_and(|c| {
+        c["status"] == "True" && c["observedGeneration"] == v["metadata"]["generation"]
+    })
+}
+
+/// Watches the Routes (from before the load) and returns the moment all
+/// `n` say `Programmed` at their generation. A watch, not a poll: the
+/// moment is the event's, and the API server serializes each Route event
+/// once for all its watchers (the operator watches them too), where a list
+/// of 1,000 Routes costs it ~130 ms of CPU.
+fn watch_programmed(
+    routes: Api<DynamicObject>,
+    n: usize,
+    limit: Duration,
+) -> tokio::task::JoinHandle<anyhow::Result<Instant>> {
+    tokio::spawn(async move {
+        let mut seen: BTreeMap<String, bool> = BTreeMap::new();
+        let mut done = 0usize;
+        let stream = watcher(routes, watcher::Config::default());
+        futures::pin_mut!(stream);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let event = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .context("timed out waiting for every Route Programmed")?
+                .context("the Route watch ended")??;
+            match event {
+                watcher::Event::Init => {
+                    seen.clear();
+                    done = 0;
+                }
+                watcher::Event::Apply(r) | watcher::Event::InitApply(r) => {
+                    let now = is_programmed(&r);
+                    match seen.insert(r.name_any(), now) {
+                        Some(true) if !now => done -= 1,
+                        Some(true) => {}
+                        _ if now => done += 1,
+                        _ => {}
+                    }
+                }
+                watcher::Event::Delete(r) => {
+                    if seen.remove(&r.name_any()) == Some(true) {
+                        done -= 1;
+                    }
+                }
+                watcher::Event::InitDone => {}
+            }
+            if done == n {
+                return Ok(Instant::now());
+            }
+        }
+    })
 }
 
 async fn bench(n: usize) -> anyhow::Result<()> {
@@ -393,31 +436,15 @@ async fn bench(n: usize) -> anyhow::Result<()> {
         api_pid.map(|p| p.to_string()).unwrap_or("?".into()),
         std::process::id()
     );
-    let poll = Duration::from_millis(
-        std::env::var("PACKLIGHT_BENCH_POLL_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000),
-    );
     let rss_idle = peak_rss_kb();
+    let all_programmed = watch_programmed(h.packlight("Route"), n, Duration::from_secs(1800));
     let before = Snap::take(&h.admin, api_pid).await;
     eprintln!("bench: bulk load starts");
     let start = Instant::now();
     apply_sources(&h, n).await?;
     let applied_in = start.elapsed();
     let after_sources = Snap::take(&h.admin, api_pid).await;
-    let routes = h.packlight("Route");
-    loop {
-        if programmed(&routes).await.unwrap_or(0) == n {
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(1800),
-            "timed out waiting for every Route Programmed"
-        );
-        tokio::time::sleep(poll).await;
-    }
-    let programmed_in = start.elapsed();
+    let programmed_in = all_programmed.await?? - start;
     let after = Snap::take(&h.admin, api_pid).await;
     eprintln!("bench: bulk load done");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -661,25 +688,40 @@ async fn ceiling_round(n: usize, inflight: usize, events: bool) -> anyhow::Resul
         rs.len()
     );
 
-    // The applies.
+    // The applies, a kind at a time (each kind's share of the floor).
     let client = &h.client;
     let a0 = Snap::take(&h.admin, api_pid).await;
-    let applied: Vec<anyhow::Result<()>> = futures::stream::iter(&objects)
-        .map(|(key, value)| async move {
-            let ar = outputs::output_resource(key.kind).context("an output kind")?;
-            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &key.namespace, &ar);
-            let params = PatchParams::apply(FIELD_MANAGER)
-                .force()
-                .validation_strict();
-            api.patch(&key.name, &params, &Patch::Apply(value))
-                .await
-                .with_context(|| format!("applying {key}"))?;
-            Ok(())
-        })
-        .buffer_unordered(inflight)
-        .collect()
-        .await;
-    applied.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    for kind in kinds.keys() {
+        let k0 = Snap::take(&h.admin, api_pid).await;
+        let of_kind: Vec<&(ObjectKey, Value)> = objects
+            .iter()
+            .filter(|(key, _)| key.kind_name() == *kind)
+            .collect();
+        let applied: Vec<anyhow::Result<()>> = futures::stream::iter(&of_kind)
+            .map(|(key, value)| async move {
+                let ar = outputs::output_resource(key.kind).context("an output kind")?;
+                let api =
+                    Api::<DynamicObject>::namespaced_with(client.clone(), &key.namespace, &ar);
+                let params = PatchParams::apply(FIELD_MANAGER)
+                    .force()
+                    .validation_strict();
+                api.patch(&key.name, &params, &Patch::Apply(value))
+                    .await
+                    .with_context(|| format!("applying {key}"))?;
+                Ok(())
+            })
+            .buffer_unordered(inflight)
+            .collect()
+            .await;
+        applied.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        let k1 = Snap::take(&h.admin, api_pid).await;
+        report(
+            &format!("ceiling inflight={inflight}: operator applies of {kind}"),
+            &k0,
+            &k1,
+            of_kind.len(),
+        );
+    }
     let a1 = Snap::take(&h.admin, api_pid).await;
     report(
         &format!("ceiling inflight={inflight}: operator applies"),
@@ -709,7 +751,7 @@ async fn ceiling_round(n: usize, inflight: usize, events: bool) -> anyhow::Resul
         &format!(
             "ceiling inflight={inflight}: status writes{}",
             if events {
-                " (+ an Event per new condition)"
+                " (+ an Event per transition)"
             } else {
                 ""
             }
