@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
@@ -37,6 +38,9 @@ const WRITE_CONCURRENCY: usize = 16;
 /// When a namespace whose new Routes wait for their Microservice is
 /// looked at again if no watch event comes first.
 const HOLD_RETRY: Duration = Duration::from_secs(2);
+/// How long after its creation a new Route may wait for its Microservice
+/// (a bound, should the Microservice's event never come).
+const HOLD_LIMIT: Duration = Duration::from_secs(30);
 /// How long a reconcile waits for the first lists of every watch.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -270,12 +274,14 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(RESYNC))
 }
 
-/// The Routes of `ns` without status yet that the build has but whose
-/// Microservice it lacks, with the name of that Microservice.
+/// The Routes of `ns` without status yet, made less than [`HOLD_LIMIT`]
+/// before `now`, that the build has but whose Microservice it lacks, with
+/// the name of that Microservice.
 fn new_routes_without_microservice<T>(
     routes: &[Arc<packlight_api::Route>],
     ns: &str,
     built: &BTreeMap<ResourceId, T>,
+    now: Timestamp,
 ) -> Vec<(ResourceId, String)> {
     let id = |kind: &str, name: &str| ResourceId {
         kind: kind.to_string(),
@@ -286,6 +292,11 @@ fn new_routes_without_microservice<T>(
         .iter()
         .filter(|r| r.namespace().as_deref() == Some(ns))
         .filter(|r| r.status.as_ref().is_none_or(|s| s.conditions.is_empty()))
+        .filter(|r| {
+            r.metadata.creation_timestamp.as_ref().is_some_and(|t| {
+                now.duration_since(t.0) < SignedDuration::try_from(HOLD_LIMIT).unwrap_or_default()
+            })
+        })
         .map(|r| (id("Route", &r.name_any()), r.spec.service.clone()))
         .filter(|(route, service)| {
             built.contains_key(route) && !built.contains_key(&id("Microservice", service))
@@ -301,11 +312,12 @@ fn new_routes_without_microservice<T>(
 /// write a "no Microservice" warning, both redone when the Microservice
 /// arrives (at 1,000 services, 100-300 Routes in a bulk apply). Such a
 /// Route keeps no output and no status until the reconcile the
-/// Microservice's event triggers. A Route whose Microservice the API
-/// server does not have either is programmed alone, as the model says.
+/// Microservice's event triggers, for at most [`HOLD_LIMIT`] after its
+/// creation. A Route whose Microservice the API server does not have
+/// either is programmed alone, as the model says.
 async fn held_routes(ctx: &Context, ns: &str, rendered: &Rendered) -> BTreeSet<ResourceId> {
     let routes = ctx.index.sources.routes.state();
-    let waiting = new_routes_without_microservice(&routes, ns, &rendered.sources);
+    let waiting = new_routes_without_microservice(&routes, ns, &rendered.sources, Timestamp::now());
     if waiting.is_empty() {
         return BTreeSet::new();
     }
@@ -850,10 +862,15 @@ mod tests {
     #[test]
     fn only_new_routes_missing_their_microservice_may_wait() {
         let route = |name: &str, ns: &str, service: &str, programmed: bool| {
+            let created = if name == "older" {
+                "2026-11-29T00:00:00Z"
+            } else {
+                "2026-11-29T00:00:29Z"
+            };
             let mut r: packlight_api::Route = serde_json::from_value(json!({
                 "apiVersion": "packlight.dev/v1alpha1",
                 "kind": "Route",
-                "metadata": {"name": name, "namespace": ns},
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
                 "spec": {"service": service, "rules": [{"version": "1.0", "weight": 100}]},
             }))
             .unwrap();
@@ -874,6 +891,7 @@ mod tests {
             id("Route", "new"),
             id("Route", "old"),
             id("Route", "has-ms"),
+            id("Route", "older"),
             id("Microservice", "present"),
         ]
         .into_iter()
@@ -885,9 +903,12 @@ mod tests {
             route("has-ms", "a", "present", false),
             route("not-built", "a", "missing", false),
             route("new", "b", "missing", false),
+            // Made 30 s ago: waited long enough.
+            route("older", "a", "missing", false),
         ];
+        let now: Timestamp = "2026-11-29T00:00:30Z".parse().unwrap();
         assert_eq!(
-            new_routes_without_microservice(&routes, "a", &built),
+            new_routes_without_microservice(&routes, "a", &built, now),
             vec![(id("Route", "new"), "missing".to_string())]
         );
     }
