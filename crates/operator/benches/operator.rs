@@ -29,7 +29,7 @@
 //! those resources (owner references to their UIDs, as the operator adds
 //! them), server-side applied with field manager `packlight`, force and
 //! strict validation, under the operator's ServiceAccount, a kind at a time
-//! (each kind reported on its own, then all applies together); then the status
+//! (each kind reported on its own, then their sum); then the status
 //! of every Microservice and every Route, written by
 //! `packlight_operator::status::write` (a merge patch of `status`, and an
 //! Event per transition, as the operator does;
@@ -50,7 +50,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use packlight_model::ResourceId;
 use packlight_operator::index::SourceKind;
 use packlight_operator::outputs::{self, ObjectKey};
@@ -392,14 +392,23 @@ fn watch_programmed(
     tokio::spawn(async move {
         let mut seen: BTreeMap<String, bool> = BTreeMap::new();
         let mut done = 0usize;
-        let stream = watcher(routes, watcher::Config::default());
+        let stream = watcher(routes, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let event = tokio::time::timeout_at(deadline, stream.next())
                 .await
                 .context("timed out waiting for every Route Programmed")?
-                .context("the Route watch ended")??;
+                .context("the Route watch ended")?;
+            // The watcher relists after an error (a 410, a dropped
+            // connection on the loaded API server), with backoff.
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("bench: the Route watch: {e}; it retries");
+                    continue;
+                }
+            };
             match event {
                 watcher::Event::Init => {
                     seen.clear();
@@ -724,7 +733,7 @@ async fn ceiling_round(n: usize, inflight: usize, events: bool) -> anyhow::Resul
     }
     let a1 = Snap::take(&h.admin, api_pid).await;
     report(
-        &format!("ceiling inflight={inflight}: operator applies"),
+        &format!("ceiling inflight={inflight}: operator applies (the kinds one after another)"),
         &a0,
         &a1,
         objects.len(),

@@ -306,22 +306,41 @@ fn new_routes_without_microservice<T>(
 
 /// The new Routes of `ns` that wait for their Microservice: a Route
 /// without status yet whose Microservice this build lacks but the API
-/// server has. The two kinds come on separate watches; under load a
-/// Route's event can arrive before its Microservice's, and programming it
-/// then would apply its VirtualService without the service's port and
-/// write a "no Microservice" warning, both redone when the Microservice
-/// arrives (at 1,000 services, 100-300 Routes in a bulk apply). Such a
-/// Route keeps no output and no status until the reconcile the
-/// Microservice's event triggers, for at most [`HOLD_LIMIT`] after its
-/// creation. A Route whose Microservice the API server does not have
-/// either is programmed alone, as the model says.
+/// server has (one metadata GET each, or from [`LIST_FROM`] of them one
+/// metadata list); a rejected Route does not wait. The two kinds come on
+/// separate watches; under load a Route's event can arrive before its
+/// Microservice's, and programming it then would apply its VirtualService
+/// without the service's port and write a "no Microservice" warning, both
+/// redone when the Microservice arrives (at 1,000 services, 100-300 Routes
+/// in a bulk apply). Such a Route keeps no output of its own and no
+/// status until the reconcile the Microservice's event triggers, for at
+/// most [`HOLD_LIMIT`] after its creation. A Route whose Microservice the
+/// API server does not have either is programmed alone, as the model
+/// says.
 async fn held_routes(ctx: &Context, ns: &str, rendered: &Rendered) -> BTreeSet<ResourceId> {
     let routes = ctx.index.sources.routes.state();
-    let waiting = new_routes_without_microservice(&routes, ns, &rendered.sources, Timestamp::now());
+    let mut waiting =
+        new_routes_without_microservice(&routes, ns, &rendered.sources, Timestamp::now());
+    // A rejected Route reports its diagnostics now: its Microservice
+    // changes nothing in them.
+    waiting.retain(|(id, _)| !rendered.is_rejected(id));
     if waiting.is_empty() {
         return BTreeSet::new();
     }
     let api: Api<packlight_api::Microservice> = Api::namespaced(ctx.client.clone(), ns);
+    if waiting.len() >= LIST_FROM {
+        // Many at once (a bulk apply): one metadata list answers for all.
+        ctx.stats.reads.fetch_add(1, Ordering::Relaxed);
+        let Ok(list) = api.list_metadata(&Default::default()).await else {
+            return BTreeSet::new();
+        };
+        let present: BTreeSet<String> = list.items.iter().map(|m| m.name_any()).collect();
+        return waiting
+            .into_iter()
+            .filter(|(_, service)| present.contains(service))
+            .map(|(id, _)| id)
+            .collect();
+    }
     let api = &api;
     futures::stream::iter(waiting)
         .map(|(id, service)| async move {

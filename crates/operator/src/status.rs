@@ -232,8 +232,8 @@ pub fn same(current: &Value, next: &Value) -> bool {
 }
 
 /// Writes `next` as the status of `obj` if it differs from the current
-/// one, and publishes the Event of the [`transition`], if any. Returns the resourceVersion it wrote (`None`: nothing to
-/// write).
+/// one, and publishes the Event of the [`transition`], if any. Returns the
+/// resourceVersion it wrote (`None`: nothing to write).
 pub async fn write<K: SourceKind>(
     api: &Api<K>,
     recorder: &Recorder,
@@ -266,7 +266,7 @@ pub async fn write<K: SourceKind>(
 
 /// The one Event for a status change (`None`: no condition's status or
 /// reason changed). It names the change that matters most: the first
-/// condition that turned False (a Warning), else the last one that changed
+/// changed condition that is False (a Warning), else the last one that changed
 /// (Programmed before Accepted: a new resource's Accepted and Programmed
 /// are one transition, one Event). The note lists every changed condition.
 pub fn transition(current: &Value, conds: &[Cond]) -> Option<Event> {
