@@ -45,13 +45,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// The median of the page-fault counts, or `?` when none was read.
-fn faults_median(xs: Vec<f64>) -> String {
-    if xs.is_empty() {
-        "?".into()
-    } else {
-        format!("{:.0}", median(xs))
-    }
+/// A page-fault count, or `?` when none was read.
+fn show_faults(f: Option<f64>) -> String {
+    f.map_or("?".into(), |f| format!("{f:.0}"))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -117,8 +113,8 @@ fn main() {
             "round {:>3}: 1k {a:7.1} ms (mean of {inner}), 10k {b:7.1} ms, ratio {:5.2}; page faults per render 1k {}, 10k {}",
             round + 1,
             b / a,
-            fa.map_or("?".into(), |f| format!("{f:.0}")),
-            fb.map_or("?".into(), |f| format!("{f:.0}")),
+            show_faults(fa),
+            show_faults(fb),
         );
         s.push(a);
         l.push(b);
@@ -144,7 +140,7 @@ fn main() {
         objects.1,
         median(ratios),
         fast_l / fast_s,
-        faults_median(fs),
-        faults_median(fl),
+        show_faults((!fs.is_empty()).then(|| median(fs))),
+        show_faults((!fl.is_empty()).then(|| median(fl))),
     );
 }

@@ -40,7 +40,7 @@ const WRITE_CONCURRENCY: usize = 16;
 const HOLD_RETRY: Duration = Duration::from_secs(2);
 /// How long after its creation a new Route may wait for its Microservice
 /// (a bound, should the Microservice's event never come).
-const HOLD_LIMIT: Duration = Duration::from_secs(30);
+const HOLD_LIMIT: SignedDuration = SignedDuration::from_secs(30);
 /// How long a reconcile waits for the first lists of every watch.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -293,9 +293,10 @@ fn new_routes_without_microservice<T>(
         .filter(|r| r.namespace().as_deref() == Some(ns))
         .filter(|r| r.status.as_ref().is_none_or(|s| s.conditions.is_empty()))
         .filter(|r| {
-            r.metadata.creation_timestamp.as_ref().is_some_and(|t| {
-                now.duration_since(t.0) < SignedDuration::try_from(HOLD_LIMIT).unwrap_or_default()
-            })
+            r.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| now.duration_since(t.0) < HOLD_LIMIT)
         })
         .map(|r| (id("Route", &r.name_any()), r.spec.service.clone()))
         .filter(|(route, service)| {

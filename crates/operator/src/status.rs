@@ -45,6 +45,13 @@ pub struct Cond {
     pub message: String,
 }
 
+impl Cond {
+    /// Its status as the API writes it: `True` or `False`.
+    pub fn status(&self) -> &'static str {
+        if self.ok { "True" } else { "False" }
+    }
+}
+
 /// The resource's conditions: the model's verdict and diagnostics, then
 /// whether every object made from it is in place.
 pub fn conditions(model: &Model, id: &ResourceId, outcome: &Outcome) -> [Cond; 2] {
@@ -175,7 +182,7 @@ pub fn status_value(
     let conditions: Vec<Condition> = conds
         .iter()
         .map(|c| {
-            let status = if c.ok { "True" } else { "False" };
+            let status = c.status();
             let kept = old
                 .into_iter()
                 .flatten()
@@ -274,24 +281,15 @@ pub fn transition(current: &Value, conds: &[Cond]) -> Option<Event> {
     let changed: Vec<&Cond> = conds
         .iter()
         .filter(|c| {
-            let status = if c.ok { "True" } else { "False" };
-            !old.into_iter()
-                .flatten()
-                .any(|o| o["type"] == c.type_ && o["status"] == status && o["reason"] == c.reason)
+            !old.into_iter().flatten().any(|o| {
+                o["type"] == c.type_ && o["status"] == c.status() && o["reason"] == c.reason
+            })
         })
         .collect();
     let lead = changed.iter().find(|c| !c.ok).or_else(|| changed.last())?;
     let note = changed
         .iter()
-        .map(|c| {
-            format!(
-                "{}={} ({}): {}",
-                c.type_,
-                if c.ok { "True" } else { "False" },
-                c.reason,
-                c.message
-            )
-        })
+        .map(|c| format!("{}={} ({}): {}", c.type_, c.status(), c.reason, c.message))
         .collect::<Vec<_>>()
         .join("; ");
     Some(Event {
