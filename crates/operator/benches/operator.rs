@@ -675,6 +675,7 @@ async fn ceiling_round(n: usize, inflight: usize, events: bool) -> anyhow::Resul
     packlight_istio::render_each(&model.mesh, &render, |o| {
         let mut value = o.to_value();
         add_owner(&mut value, &owners);
+        outputs::stamp_digest(&mut value);
         // The operator places in its reconcile the objects whose home is
         // the namespace; here every object is in it.
         match ObjectKey::of(&value) {

@@ -143,7 +143,8 @@ pub struct Desired {
     pub kind: Kind,
     /// The object as applied.
     pub value: Value,
-    /// A hash of its JSON text and its owner reference.
+    /// Its digest ([`outputs::stamp_digest`]: the JSON text with the
+    /// owner reference; the object carries it as an annotation).
     pub hash: u64,
     /// Its kind, namespace and name (`None`: a kind packlight does not
     /// write, which a reconcile reports).
@@ -349,12 +350,10 @@ impl Index {
                 _ => {
                     let mut value = o.to_value();
                     add_owner(&mut value, &sources);
-                    let mut h = DefaultHasher::new();
-                    h.write_u64(form);
-                    owner_uid(&value).hash(&mut h);
+                    let hash = outputs::stamp_digest(&mut value);
                     Arc::new(Desired {
                         kind: o.kind(),
-                        hash: h.finish(),
+                        hash,
                         key: ObjectKey::of(&value),
                         source: outputs::source_of(&value),
                         value,

@@ -11,6 +11,48 @@ use packlight_istio::meta::{MANAGED_BY, SERVICE, SOURCE_KIND, SOURCE_NAME, SOURC
 use packlight_model::ResourceId;
 use serde_json::Value;
 
+/// The annotation on every object packlight applies: a digest of the
+/// object as rendered (owner reference included). Server-side apply removes
+/// a field its manager stops sending, but a live object only shows what is
+/// there, not what was sent: a rendered object that dropped a field (a
+/// Route's `timeout` removed) is still a subset of the live one. The digest
+/// tells them apart, also after a restart with empty caches.
+pub const RENDERED_DIGEST: &str = "packlight.dev/rendered-digest";
+
+/// Stamps `obj` with [`RENDERED_DIGEST`], the SHA-256 of its JSON text
+/// without that annotation (the first 16 bytes, hex), and returns the
+/// digest's first 8 bytes as a number (the reconcile's memo key).
+/// Deterministic: the same rendered object gives the same digest in every
+/// process and on every restart.
+pub fn stamp_digest(obj: &mut Value) -> u64 {
+    // Digest the object as rendered: without a stamp of its own, and
+    // without the annotations map an earlier stamp may have added.
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        && let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+    {
+        a.remove(RENDERED_DIGEST);
+        if a.is_empty() {
+            meta.remove("annotations");
+        }
+    }
+    // Writing plain data into a Vec cannot fail.
+    let text = serde_json::to_vec(obj).unwrap_or_default();
+    let d = ring::digest::digest(&ring::digest::SHA256, &text);
+    let bytes = d.as_ref();
+    let hex: String = bytes[..16].iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(RENDERED_DIGEST.to_string(), Value::String(hex));
+        }
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// The label selector of every object packlight manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=packlight";
 
@@ -184,7 +226,9 @@ pub fn service_of(obj: &Value) -> Option<&str> {
 /// True when `live` already holds every field `desired` sets, with the same
 /// value: the API server adds defaults and metadata, never removes what was
 /// applied, so a subset is "identical" for server-side apply. Lists must
-/// have the same length and match item by item.
+/// have the same length and match item by item. A field `desired` no longer
+/// sets is not seen here: that is what the [`RENDERED_DIGEST`] annotation
+/// (part of `desired`) is for.
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
         (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
@@ -258,6 +302,35 @@ mod tests {
             assert_eq!(str_at(&v, p), v.pointer(p).and_then(Value::as_str), "{p}");
         }
         assert_eq!(str_at(&v, "/items/0/k"), Some("first"));
+    }
+
+    #[test]
+    fn a_dropped_field_changes_the_digest_a_subset_check_alone_misses() {
+        let with = json!({"metadata": {"name": "vs"}, "spec": {"http": [{"timeout": "5s", "name": "default"}]}});
+        let without = json!({"metadata": {"name": "vs"}, "spec": {"http": [{"name": "default"}]}});
+        let (mut a, mut b) = (with.clone(), without.clone());
+        let (ha, hb) = (stamp_digest(&mut a), stamp_digest(&mut b));
+        assert_ne!(ha, hb);
+        // The live object applied from `with`, defaults and all.
+        let mut live = a.clone();
+        live["metadata"]["resourceVersion"] = json!("7");
+        assert!(is_subset(&a, &live));
+        // Without the digest the dropped timeout would go unnoticed.
+        assert!(is_subset(&without, &live));
+        assert!(!is_subset(&b, &live));
+        // Deterministic, and the stamp does not digest itself.
+        let mut again = a.clone();
+        assert_eq!(stamp_digest(&mut again), ha);
+        assert_eq!(again, a);
+        let digest = a["metadata"]["annotations"][RENDERED_DIGEST]
+            .as_str()
+            .unwrap();
+        assert_eq!(digest.len(), 32);
+        // Existing annotations are kept.
+        let mut c = json!({"metadata": {"annotations": {"x": "1"}}});
+        stamp_digest(&mut c);
+        assert_eq!(c["metadata"]["annotations"]["x"], "1");
+        assert!(c["metadata"]["annotations"][RENDERED_DIGEST].is_string());
     }
 
     #[test]

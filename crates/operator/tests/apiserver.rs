@@ -30,6 +30,11 @@ spec:
 "#;
 
 fn route(w10: u32, w11: u32, major2: &str) -> String {
+    route_with(w10, w11, major2, "")
+}
+
+/// [`route`] with more lines of its spec (indented by two spaces).
+fn route_with(w10: u32, w11: u32, major2: &str, more: &str) -> String {
     format!(
         r#"
 apiVersion: packlight.dev/v1alpha1
@@ -43,8 +48,19 @@ spec:
   - {{version: "{major2}", weight: 100}}
   - version: "{major2}"
     matches: [{{headers: {{gray: {{exact: "1"}}}}}}]
-"#
+{more}"#
     )
+}
+
+/// The `timeout` of each HTTP route of a VirtualService (`None` where it
+/// has none).
+fn timeouts(vs: &Value) -> Vec<Option<String>> {
+    vs["spec"]["http"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["timeout"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// `(route name, [(subset, weight)])` of a VirtualService.
@@ -90,7 +106,8 @@ async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() ->
 {
     let h = Harness::start("op-route").await?;
     h.apply(MICROSERVICE).await?;
-    h.apply(&route(80, 20, "2.0")).await?;
+    h.apply(&route_with(80, 20, "2.0", "  timeout: 5s\n"))
+        .await?;
 
     let r = h
         .wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
@@ -124,6 +141,11 @@ async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() ->
     );
     let names: Vec<String> = splits(&vs).into_iter().map(|(n, _)| n).collect();
     assert!(names.contains(&"major-2".to_string()), "{names:?}");
+    let t = timeouts(&vs);
+    assert!(
+        !t.is_empty() && t.iter().all(|t| t.as_deref() == Some("5s")),
+        "{t:?}"
+    );
     let owner = &vs["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "Route");
     assert_eq!(owner["uid"], r["metadata"]["uid"]);
@@ -209,6 +231,24 @@ async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() ->
         "one event per transition: {said:?}"
     );
 
+    // Only the timeout goes: a field dropped, nothing else changed, so
+    // the VirtualService without it is a subset of the live one; the
+    // operator still applies it (its digest differs).
+    h.apply(&route(80, 20, "2.0")).await?;
+    eventually(
+        "the VirtualService without the timeout",
+        Duration::from_secs(30),
+        || async {
+            let vs = h
+                .get_output("VirtualService", "httpbin")
+                .await?
+                .unwrap_or_default();
+            Ok(default_split(&vs) == pairs(&[("v1-0", 80), ("v1-1", 20)])
+                && timeouts(&vs).iter().all(Option::is_none))
+        },
+    )
+    .await?;
+
     // Weights change: the VirtualService follows.
     h.apply(&route(50, 50, "2.0")).await?;
     let last = std::cell::RefCell::new(Value::Null);
@@ -234,7 +274,7 @@ async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() ->
     let r = h
         .wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
         .await?;
-    assert_eq!(r["status"]["observedGeneration"], 2);
+    assert_eq!(r["status"]["observedGeneration"], 3);
     assert_eq!(r["status"]["split"], "1.0=50,1.1=50,2.0=100");
 
     // Steady state: nothing is written, by the counters and by the API
@@ -673,7 +713,8 @@ spec:
 async fn a_restarted_operator_converges_and_rewrites_only_what_changed() -> anyhow::Result<()> {
     let mut h = Harness::start("op-restart").await?;
     h.apply(MICROSERVICE).await?;
-    h.apply(&route(80, 20, "2.0")).await?;
+    h.apply(&route_with(80, 20, "2.0", "  timeout: 5s\n"))
+        .await?;
     h.wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
         .await?;
     h.wait_condition(
@@ -686,14 +727,17 @@ async fn a_restarted_operator_converges_and_rewrites_only_what_changed() -> anyh
     .await?;
     h.shutdown().await;
 
-    // While no operator runs: a weight change.
-    h.apply(&route(30, 70, "2.0")).await?;
+    // While no operator runs: the timeout goes. Nothing else changes, so
+    // the VirtualService without it is a subset of the live one; only its
+    // digest annotation tells the new operator (empty caches) to apply it.
+    h.apply(&route(80, 20, "2.0")).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let vs = h
         .get_output("VirtualService", "httpbin")
         .await?
         .context("VS")?;
     assert_eq!(default_split(&vs), pairs(&[("v1-0", 80), ("v1-1", 20)]));
+    assert!(timeouts(&vs).iter().all(|t| t.as_deref() == Some("5s")));
 
     // A new operator (empty caches) converges, and applies only the
     // VirtualService: every other live object, defaults added by the API
@@ -707,7 +751,12 @@ async fn a_restarted_operator_converges_and_rewrites_only_what_changed() -> anyh
         .get_output("VirtualService", "httpbin")
         .await?
         .context("VS")?;
-    assert_eq!(default_split(&vs), pairs(&[("v1-0", 30), ("v1-1", 70)]));
+    assert_eq!(default_split(&vs), pairs(&[("v1-0", 80), ("v1-1", 20)]));
+    assert!(
+        timeouts(&vs).iter().all(Option::is_none),
+        "{:?}",
+        timeouts(&vs)
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         op.stats.applies.load(Ordering::Relaxed),
