@@ -917,7 +917,6 @@ async fn webhook_refuses_own_errors_warns_on_cross_resource_ones() -> anyhow::Re
 
     let h = Harness::start("op-webhook").await?;
     let configuration = format!("packlight-{}", h.name());
-    h.allow_webhook(&configuration).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let vwcs: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(h.admin.clone());
@@ -951,8 +950,19 @@ async fn webhook_refuses_own_errors_warns_on_cross_resource_ones() -> anyhow::Re
         },
     ));
 
-    // The operator made the Secret and patched its CA into the configuration.
+    // Started before its rights (RBAC applied after the Deployment): the
+    // Secret cannot be made yet, and the webhook keeps trying instead of
+    // giving up.
     let secrets: kube::Api<Secret> = kube::Api::namespaced(h.admin.clone(), h.name());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !server.is_finished(),
+        "the webhook gave up without its certificate"
+    );
+    assert!(secrets.get_opt("packlight-webhook-tls").await?.is_none());
+    h.allow_webhook(&configuration).await?;
+
+    // The operator made the Secret and patched its CA into the configuration.
     let ca_of = |s: &Secret| {
         s.data
             .as_ref()

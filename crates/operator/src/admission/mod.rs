@@ -2,16 +2,19 @@
 //!
 //! `POST /validate` takes an AdmissionReview of a packlight resource and
 //! judges it with the model together with every other packlight resource
-//! the webhook's own watches hold ([`review::decide`]): the rules CEL in
-//! the CRDs cannot express (a Route naming a version its Microservice
-//! lacks, two Routes for one service, an AccessPolicy or MeshPolicy naming
-//! what does not exist) refuse the request with the model's diagnostics,
-//! the text the CLI prints; warnings come back as admission warnings.
+//! the webhook's own watches hold ([`review::decide`]): an error the
+//! object has on its own that CEL in the CRDs cannot express (a bad regex,
+//! duration, host or version string) refuses the request with the model's
+//! diagnostics, the text the CLI prints. What depends on other objects (a
+//! Route naming a version its Microservice lacks, two Routes for one
+//! service, an AccessPolicy or MeshPolicy naming what does not exist) is
+//! never refused, as DESIGN.md says: it comes back as an admission warning
+//! at apply time, and in status.
 //!
 //! What the webhook sees is the watches' view, a moment behind the API
 //! server; before it refuses, it reads the object's namespace again from
-//! the API server and judges once more, so a Microservice applied just
-//! before its Route is never missed. Status stays the authority: the
+//! the API server and judges once more, so an error another object just
+//! applied would cure is never refused. Status stays the authority: the
 //! webhook's configuration uses `failurePolicy: Ignore`, so a dead
 //! operator never blocks the cluster, and what slips through is reported
 //! in status as before.
@@ -113,22 +116,39 @@ fn certified_key(b: &Bundle) -> Result<CertifiedKey, Error> {
     Ok(CertifiedKey::new(certs, key))
 }
 
-/// Serves the webhook on `listener` until `shutdown` resolves. Fails only
-/// when the first certificate cannot be obtained; later renewal failures
-/// are logged and retried at the next check.
+/// Serves the webhook on `listener` until `shutdown` resolves. The first
+/// certificate is retried with backoff (0.5 s doubling to 30 s, each failure
+/// logged) until it is had or `shutdown` comes: an API server that is
+/// briefly away at start never leaves a replica without its webhook. Later
+/// renewal failures are logged and retried at the next check.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     client: Client,
     config: WebhookConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let mut bundle = certs::ensure(
-        &client,
-        &config.secret_namespace,
-        &config.secret_name,
-        &config.certs,
-    )
-    .await?;
+    let mut shutdown = Box::pin(shutdown);
+    let mut delay = Duration::from_millis(500);
+    let mut bundle = loop {
+        match certs::ensure(
+            &client,
+            &config.secret_namespace,
+            &config.secret_name,
+            &config.certs,
+        )
+        .await
+        {
+            Ok(b) => break b,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "no webhook certificate yet");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
     if let Err(e) = certs::patch_ca_bundle(&client, &config.configuration, &bundle.ca_bundle).await
     {
         // The configuration may come later (it is checked again each round).
@@ -202,7 +222,6 @@ pub async fn serve(
     };
     let renew = tokio::spawn(renew);
 
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
