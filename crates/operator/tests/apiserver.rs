@@ -97,6 +97,13 @@ fn default_split(vs: &Value) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
+/// The value of an unlabelled sample `name` in a Prometheus text page.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn pairs(p: &[(&str, u64)]) -> Vec<(String, u64)> {
     p.iter().map(|(s, w)| (s.to_string(), *w)).collect()
 }
@@ -472,8 +479,70 @@ spec:
         "{metrics}"
     );
     assert!(metrics.contains("packlight_operator_leader 1"), "{metrics}");
+    let reconciles = metric(&metrics, "packlight_operator_reconciles_total");
+    assert!(reconciles.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(
+        metric(&metrics, "packlight_operator_reconcile_errors_total").is_some(),
+        "{metrics}"
+    );
+    // objects_managed is the count of labelled objects in the operator's
+    // scope, as the API server lists them (taken at each reconcile's start:
+    // the echo reconciles of its last writes bring it up to date).
+    let mut live = 0usize;
+    for (_, _, kind, _) in packlight_operator::outputs::OUTPUT_KINDS {
+        let lp = ListParams::default().labels(packlight_operator::outputs::MANAGED_SELECTOR);
+        live += h.output(kind).list(&lp).await?.items.len();
+    }
+    assert!(live > 10, "{live}");
+    // One duration observed per reconcile (read again if a reconcile ends
+    // between the two).
+    let seen = std::cell::RefCell::new(String::new());
+    eventually(
+        "objects_managed equal to the labelled objects",
+        Duration::from_secs(10),
+        || {
+            let seen = &seen;
+            async move {
+                let (_, text) = support::http_get(addr, "/metrics").await?;
+                let ok = metric(&text, "packlight_operator_objects_managed") == Some(live as f64)
+                    && metric(&text, "packlight_operator_reconcile_duration_seconds_count")
+                        == metric(&text, "packlight_operator_reconciles_total");
+                *seen.borrow_mut() = text;
+                Ok(ok)
+            }
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "listed {live} labelled objects; metrics:\n{}",
+            seen.borrow()
+        )
+    })?;
     let _ = stop_http.send(());
     http.await??;
+
+    // /readyz: a leader whose watches have not listed everything yet is
+    // not ready; a standby is.
+    for (leader, synced, code) in [(1, 0, 503), (1, 1, 200), (0, 0, 200)] {
+        let stats = std::sync::Arc::new(packlight_operator::Stats::default());
+        stats.leader.store(leader, Ordering::Relaxed);
+        stats.synced.store(synced, Ordering::Relaxed);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(packlight_operator::http::serve(
+            listener,
+            stats,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let (got, _) = support::http_get(addr, "/readyz").await?;
+        assert_eq!(got, code, "leader {leader}, synced {synced}");
+        let _ = stop.send(());
+        http.await??;
+    }
 
     // An invalid EgressPolicy (a port out of range: the model's check, not
     // the CRD's) keeps its last good output, including the merged Sidecar.
