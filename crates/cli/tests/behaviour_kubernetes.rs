@@ -180,7 +180,9 @@ impl Bench {
         let mesh = Mesh::start(&self.env)
             .await
             .map_err(|e| format!("istiod: {e:#}"))?;
-        let operator = operator(self.env.kubeconfig(), None);
+        let operator = operator(&self.env, None)
+            .await
+            .map_err(|e| format!("operator: {e:#}"))?;
         let fixtures = r#"
 apiVersion: v1
 kind: Namespace

@@ -33,7 +33,7 @@ impl Bench {
         install_crds(&env).await;
         let ns = env.namespace(hint).await.expect("namespace");
         let mesh = Mesh::start(&env).await.expect("istiod");
-        let operator = operator(env.kubeconfig(), Some(ns.name()));
+        let operator = operator(&env, Some(ns.name())).await.expect("operator");
         Bench {
             _operator: operator,
             mesh,

@@ -193,7 +193,9 @@ async fn istio_traffic_split_read_from_prometheus_on_the_page_in_chromium() -> a
     packlight_testenv::install_crds(&env.client()?, &packlight_api::crds()).await?;
     let ns = env.namespace("console-traffic").await?;
     let mesh = Mesh::start(&env).await?;
-    let _operator = Operator::start(&packlight(), env.kubeconfig(), Some(ns.name()));
+    // The operator under its own ServiceAccount and ClusterRole.
+    let operator_kubeconfig = packlight_testenv::operator_kubeconfig(&env).await?;
+    let _operator = Operator::start(&packlight(), &operator_kubeconfig, Some(ns.name()));
     mesh.apply_yaml(Some(ns.name()), HTTPBIN).await?;
     deployments(&ns.client(), ns.name(), 3).await?;
     mesh.start_deployments(ns.name(), &packlight()).await?;

@@ -45,5 +45,5 @@ pub use crds::install_crds;
 pub use envoy::envoy;
 pub use extra::{ExtraBench, start_extra};
 pub use namespace::{TestNamespace, namespace};
-pub use operator::Operator;
+pub use operator::{Operator, operator_kubeconfig};
 pub use port::free_port;

@@ -7,10 +7,19 @@ use packlight_testenv::TestEnv;
 
 pub const PACKLIGHT: &str = env!("CARGO_BIN_EXE_packlight");
 
-/// This package's `packlight operator` with `kubeconfig`, for one
-/// namespace or (`None`) all of them; killed on drop.
-pub fn operator(kubeconfig: &Path, namespace: Option<&str>) -> packlight_testenv::Operator {
-    packlight_testenv::Operator::start(Path::new(PACKLIGHT), kubeconfig, namespace)
+/// This package's `packlight operator` under its own ServiceAccount and
+/// ClusterRole (`deploy/rbac.yaml`), for one namespace or (`None`) all of
+/// them; killed on drop.
+pub async fn operator(
+    env: &TestEnv,
+    namespace: Option<&str>,
+) -> anyhow::Result<packlight_testenv::Operator> {
+    let kubeconfig = packlight_testenv::operator_kubeconfig(env).await?;
+    Ok(packlight_testenv::Operator::start(
+        Path::new(PACKLIGHT),
+        &kubeconfig,
+        namespace,
+    ))
 }
 
 /// Applies packlight's CRDs and waits until each is Established.
