@@ -635,6 +635,14 @@ impl ChangeFilter {
     }
 }
 
+/// What the stores keep of an object: everything but its managed fields.
+/// Nothing here reads them (an apply is judged against the fields and the
+/// digest annotation, status by its conditions), and for server-side
+/// applied objects they are about as large as the object itself.
+fn strip<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
 /// A reflected, filtered watch of one packlight kind.
 pub fn source_stream<K: SourceKind>(
     api: Api<K>,
@@ -643,6 +651,7 @@ pub fn source_stream<K: SourceKind>(
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
     watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(strip)
         .reflect(writer)
         .filter_map(move |ev| {
             let out = match ev {
@@ -670,6 +679,7 @@ pub fn output_stream(
         watcher::Config::default().labels(outputs::MANAGED_SELECTOR),
     )
     .default_backoff()
+    .modify(strip)
     .reflect(writer)
     .filter_map(move |ev| {
         let out = match ev {
