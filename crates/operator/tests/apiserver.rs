@@ -1029,6 +1029,17 @@ async fn webhook_refuses_own_errors_warns_on_cross_resource_ones() -> anyhow::Re
         "the webhook gave up without its certificate"
     );
     assert!(secrets.get_opt("packlight-webhook-tls").await?.is_none());
+    // Meanwhile a connection is closed at once, so the API server applies
+    // the failurePolicy instead of waiting out its timeout.
+    let mut probe = tokio::net::TcpStream::connect(addr).await?;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut probe, &mut byte),
+    )
+    .await
+    .context("the webhook held a connection it cannot serve")?;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     h.allow_webhook(&configuration).await?;
 
     // The operator made the Secret and patched its CA into the configuration.

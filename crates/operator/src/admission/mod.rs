@@ -116,11 +116,35 @@ fn certified_key(b: &Bundle) -> Result<CertifiedKey, Error> {
     Ok(CertifiedKey::new(certs, key))
 }
 
+/// Runs `work` until it ends (`Some`) or `shutdown` comes (`None`), closing
+/// every connection to `listener` at once meanwhile: without a certificate
+/// the webhook cannot answer, and a closed connection lets the API server
+/// apply the `failurePolicy` at once instead of waiting out its timeout.
+async fn refusing<T>(
+    listener: &tokio::net::TcpListener,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            _ = &mut *shutdown => return None,
+            done = &mut work => return Some(done),
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => drop(tcp),
+                // Out of descriptors and the like: do not spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+        }
+    }
+}
+
 /// Serves the webhook on `listener` until `shutdown` resolves. The first
 /// certificate is retried with backoff (0.5 s doubling to 30 s, each failure
 /// logged) until it is had or `shutdown` comes: an API server that is
-/// briefly away at start never leaves a replica without its webhook. Later
-/// renewal failures are logged and retried at the next check.
+/// briefly away at start never leaves a replica without its webhook.
+/// Meanwhile connections are closed at once ([`refusing`]). Later renewal
+/// failures are logged and retried at the next check.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     client: Client,
@@ -130,20 +154,22 @@ pub async fn serve(
     let mut shutdown = Box::pin(shutdown);
     let mut delay = Duration::from_millis(500);
     let mut bundle = loop {
-        match certs::ensure(
+        let attempt = certs::ensure(
             &client,
             &config.secret_namespace,
             &config.secret_name,
             &config.certs,
-        )
-        .await
-        {
+        );
+        let Some(result) = refusing(&listener, &mut shutdown, attempt).await else {
+            return Ok(());
+        };
+        match result {
             Ok(b) => break b,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "no webhook certificate yet");
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
+                let wait = tokio::time::sleep(delay);
+                if refusing(&listener, &mut shutdown, wait).await.is_none() {
+                    return Ok(());
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
