@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Context as _;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 
 use crate::TestEnv;
 
@@ -49,6 +49,20 @@ pub async fn operator_kubeconfig(env: &TestEnv) -> anyhow::Result<PathBuf> {
         .status
         .and_then(|s| s.token)
         .context("the TokenRequest gave no token")?;
+    // RBAC takes a moment to see the new binding: wait until the token
+    // may list what the operator lists first.
+    let as_operator = env.client_with_token(&token)?;
+    let namespaces: Api<Namespace> = Api::all(as_operator);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while let Err(e) = namespaces
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+    {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the operator's ServiceAccount still may not list namespaces: {e}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let admin_file = env.kubeconfig();
     let mut config: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(admin_file)
