@@ -242,42 +242,26 @@ async fn the_articles_route_is_programmed_follows_changes_and_is_cleaned_up() ->
     // the VirtualService without it is a subset of the live one; the
     // operator still applies it (its digest differs).
     h.apply(&route(80, 20, "2.0")).await?;
-    eventually(
+    h.wait_output(
+        "VirtualService",
+        "httpbin",
         "the VirtualService without the timeout",
-        Duration::from_secs(30),
-        || async {
-            let vs = h
-                .get_output("VirtualService", "httpbin")
-                .await?
-                .unwrap_or_default();
-            Ok(default_split(&vs) == pairs(&[("v1-0", 80), ("v1-1", 20)])
-                && timeouts(&vs).iter().all(Option::is_none))
+        |vs| {
+            default_split(vs) == pairs(&[("v1-0", 80), ("v1-1", 20)])
+                && timeouts(vs).iter().all(Option::is_none)
         },
     )
     .await?;
 
     // Weights change: the VirtualService follows.
     h.apply(&route(50, 50, "2.0")).await?;
-    let last = std::cell::RefCell::new(Value::Null);
-    eventually(
+    h.wait_output(
+        "VirtualService",
+        "httpbin",
         "the VirtualService at 50/50",
-        Duration::from_secs(30),
-        || {
-            let last = &last;
-            let h = &h;
-            async move {
-                let vs = h
-                    .get_output("VirtualService", "httpbin")
-                    .await?
-                    .unwrap_or_default();
-                let ok = default_split(&vs) == pairs(&[("v1-0", 50), ("v1-1", 50)]);
-                *last.borrow_mut() = vs;
-                Ok(ok)
-            }
-        },
+        |vs| default_split(vs) == pairs(&[("v1-0", 50), ("v1-1", 50)]),
     )
-    .await
-    .with_context(|| format!("last: {}", last.borrow()["spec"]))?;
+    .await?;
     let r = h
         .wait_condition("Route", "httpbin", "Programmed", "True", "Programmed")
         .await?;
@@ -880,16 +864,11 @@ async fn a_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
     // programmed by the standby once the Lease expires.
     a.kill();
     h.apply(&route(60, 40, "2.0")).await?;
-    eventually(
+    h.wait_output(
+        "VirtualService",
+        "httpbin",
         "the standby programs the change",
-        Duration::from_secs(30),
-        || async {
-            let vs = h
-                .get_output("VirtualService", "httpbin")
-                .await?
-                .unwrap_or_default();
-            Ok(default_split(&vs) == pairs(&[("v1-0", 60), ("v1-1", 40)]))
-        },
+        |vs| default_split(vs) == pairs(&[("v1-0", 60), ("v1-1", 40)]),
     )
     .await?;
     assert_eq!(b.stats.leader.load(Ordering::Relaxed), 1);

@@ -424,6 +424,32 @@ impl Harness {
         Ok(last)
     }
 
+    /// Waits until output `kind`/`name` exists and `want` holds of it
+    /// (within 30 s); returns it. On timeout the error shows the last spec
+    /// seen.
+    pub async fn wait_output(
+        &self,
+        kind: &str,
+        name: &str,
+        what: &str,
+        want: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let last = std::cell::RefCell::new(Value::Null);
+        let res = eventually(what, Duration::from_secs(30), || {
+            let (last, want) = (&last, &want);
+            async move {
+                let obj = self.get_output(kind, name).await?.unwrap_or_default();
+                let ok = !obj.is_null() && want(&obj);
+                *last.borrow_mut() = obj;
+                Ok(ok)
+            }
+        })
+        .await;
+        let last = last.into_inner();
+        res.with_context(|| format!("last {kind} {name} seen: {}", last["spec"]))?;
+        Ok(last)
+    }
+
     /// The resourceVersions of every managed object and of every packlight
     /// resource in the namespace.
     pub async fn versions(&self) -> anyhow::Result<Vec<(String, String)>> {
