@@ -1,6 +1,7 @@
 //! `packlight up` end to end, with real Envoy: live changes without
 //! failed requests, refused changes that leave traffic alone, certificate
-//! rotation, config scoping, a restart from the store, the API's token,
+//! rotation, config scoping, a sidecar that exits and comes back, a
+//! restart from the store, the API's token,
 //! and the CLI's `apply`/`get`/`delete` with their exit codes.
 //!
 //! Every test starts its own engine on free ports with its own data
@@ -110,7 +111,10 @@ impl Up {
             match rx.recv_timeout(left) {
                 Ok(line) if line == "packlight: ready" => break,
                 Ok(line) => seen.push(line),
-                Err(_) => panic!("packlight up not ready within 120 s; printed {seen:?}"),
+                Err(_) => panic!(
+                    "packlight up not ready within 120 s; printed {seen:?}; its logs:\n{}",
+                    packlight_testenv::log_tails(&data.path().join("logs"), 5)
+                ),
             }
         }
         let token = std::fs::read_to_string(data.path().join("token"))
@@ -429,6 +433,128 @@ async fn a_sidecar_holds_only_what_it_may_call() {
         svc,
         [&"outbound|8000||svc-7.big.svc.cluster.local".to_string()],
         "all clusters: {names:?}"
+    );
+}
+
+/// The pids of the Envoys whose bootstrap is under `data` (found through
+/// `/proc`, so the test sees the real processes).
+fn envoys_of(data: &Path) -> Vec<u32> {
+    let needle = data.join("run").display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("envoy") && cmd.contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_that_exits_comes_back_with_its_config_on_a_fresh_admin_port() {
+    let dir = mesh_dir(&route(50, 50));
+    let up = Up::start(dir.path(), &[]);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    // No Envoy of the engine keeps a hot-restart shared memory region
+    // (each would leave a file in /dev/shm behind).
+    let pids = envoys_of(up.data.path());
+    assert_eq!(pids.len(), 4, "ingress + 3 sidecars: {pids:?}");
+    for pid in &pids {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        assert!(
+            !maps.contains("envoy_shared_memory"),
+            "Envoy {pid} maps a hot-restart region"
+        );
+    }
+
+    let before = up.instance("client").await;
+    let admin = before["admin"].as_str().unwrap().to_string();
+    assert!(admin.parse::<std::net::SocketAddr>().is_ok(), "{before}");
+    let restarts = before["restarts"].as_u64().unwrap();
+    // The sidecar quits (exit 0); the engine starts it again.
+    let quit = http
+        .post(format!("http://{admin}/quitquitquit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quit.status(), 200);
+    // Someone else takes its old admin port as soon as it is free: the
+    // restarted Envoy must not need it (a port fixed in its bootstrap
+    // would fail every restart from now on).
+    let held = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(l) = std::net::TcpListener::bind(admin.as_str()) {
+                break l;
+            }
+            assert!(Instant::now() < deadline, "{admin} never freed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // Bounded wait: the API reports the restart and an admin address
+    // that answers with the config the new Envoy was served.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    let clusters = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no restarted sidecar with its config: {last}\n{}",
+            packlight_testenv::log_tails(&up.data.path().join("logs"), 5)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = up.instance("client").await;
+        if last["restarts"].as_u64().unwrap() <= restarts {
+            continue;
+        }
+        let Some(admin) = last["admin"].as_str().filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let Ok(resp) = http
+            .get(format!(
+                "http://{admin}/config_dump?resource=dynamic_active_clusters"
+            ))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let dump: Value = resp.json().await.unwrap_or(Value::Null);
+        let names: Vec<String> = dump["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
+            .collect();
+        if names.iter().any(|n| n.contains("web.shop.svc")) {
+            break names;
+        }
+    };
+    assert!(
+        clusters.iter().any(|n| n.contains("|v1-0|web.shop")),
+        "{clusters:?}"
+    );
+
+    assert_ne!(last["admin"].as_str(), Some(admin.as_str()));
+    drop(held);
+
+    // And it carries traffic again: every request answered.
+    let client = up.client_of("client").await;
+    let (seen, failed) = send(&client, 100).await;
+    assert_eq!(failed, 0, "{seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 100);
+    assert!(
+        seen.contains_key("1.0") && seen.contains_key("1.1"),
+        "{seen:?}"
     );
 }
 

@@ -32,9 +32,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::ca::{Ca, Issued};
-use crate::proxies::{Fleet, FleetConfig, free_port, start_envoy};
+use crate::proxies::{Envoy, Fleet, FleetConfig, admin_address, start_envoy};
 use crate::store::{Action, Store, StoreError, Writes};
-use crate::supervise::Supervised;
 pub use packlight_client::types::{Applied, ApplyResult, Event, InstanceInfo};
 
 /// The gateway's proxy node id.
@@ -86,7 +85,7 @@ struct State {
     store: Store,
     model: Model,
     fleet: Fleet,
-    ingress: Option<(SocketAddr, Supervised)>,
+    ingress: Option<Envoy>,
     certs: CertCache,
     /// Generation each node must ACK for the last reconcile to be
     /// programmed.
@@ -281,9 +280,8 @@ impl Engine {
     /// Starts the gateway and every workload of the stored resources.
     pub async fn start(&self) -> Result<(), EngineError> {
         self.locked(|st| {
-            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let gw = start_envoy(&self.inner.fleet_cfg, INGRESS_NODE, "ingress", admin)?;
-            st.ingress = Some((admin, gw));
+            let gw = start_envoy(&self.inner.fleet_cfg, INGRESS_NODE, "ingress")?;
+            st.ingress = Some(gw);
             let all: BTreeSet<ResourceId> = st.store.iter().map(|(id, _)| id.clone()).collect();
             self.reconcile(st, None, all)
         })
@@ -325,8 +323,8 @@ impl Engine {
     pub async fn stop(&self) {
         let mut st = self.inner.state.lock().await;
         st.fleet.stop().await;
-        if let Some((_, gw)) = st.ingress.take() {
-            gw.stop().await;
+        if let Some(gw) = st.ingress.take() {
+            gw.process.stop().await;
         }
     }
 
@@ -521,7 +519,12 @@ impl Engine {
             *self.inner.xds.acked(node).borrow() >= want
         };
         let mut out = Vec::new();
-        if let Some((admin, gw)) = &st.ingress {
+        let admin = |file: &std::path::Path| {
+            admin_address(file)
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
+        if let Some(gw) = &st.ingress {
             out.push(InstanceInfo {
                 namespace: "packlight-system".into(),
                 service: "ingress".into(),
@@ -531,9 +534,9 @@ impl Engine {
                 app: String::new(),
                 outbound: self.inner.cfg.ingress.to_string(),
                 inbound: String::new(),
-                admin: admin.to_string(),
+                admin: admin(&gw.admin),
                 ready: ready(INGRESS_NODE),
-                restarts: gw.restarts(),
+                restarts: gw.process.restarts(),
             });
         }
         for (k, r) in st.fleet.iter() {
@@ -550,7 +553,7 @@ impl Engine {
                 app: r.ports.app.to_string(),
                 outbound: r.ports.outbound.to_string(),
                 inbound: r.ports.inbound.to_string(),
-                admin: r.admin.to_string(),
+                admin: admin(&r.admin),
                 ready: ready(&node),
                 node,
                 restarts: a + b,

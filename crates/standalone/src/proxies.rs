@@ -53,8 +53,9 @@ enum Workload {
 pub struct Running {
     /// Its addresses (sidecar listeners, app).
     pub ports: Instance,
-    /// Its sidecar's admin address.
-    pub admin: SocketAddr,
+    /// The file where its sidecar writes its admin address (see
+    /// [`admin_address`]).
+    pub admin: PathBuf,
     workload: Workload,
     sidecar: Supervised,
     app: Option<Supervised>,
@@ -148,18 +149,33 @@ pub struct Fleet {
     running: BTreeMap<InstanceKey, Running>,
 }
 
+/// An Envoy started by [`start_envoy`].
+#[derive(Debug)]
+pub struct Envoy {
+    /// The supervised process.
+    pub process: Supervised,
+    /// The file where it writes its admin address once it listens.
+    pub admin: PathBuf,
+}
+
 /// Starts an Envoy for `node` with its bootstrap in `DATA_DIR/run`.
-pub fn start_envoy(
-    cfg: &FleetConfig,
-    node: &str,
-    cluster: &str,
-    admin: SocketAddr,
-) -> std::io::Result<Supervised> {
+///
+/// Its admin listens on a port the kernel picks (written to
+/// `DATA_DIR/run/NODE.admin`, removed before every restart): a port chosen
+/// beforehand could be taken before Envoy binds it, and then every restart
+/// would fail the same way. Hot restart is off: packlight restarts an
+/// Envoy by starting a new one, and a hot-restart base id leaves a shared
+/// memory file in `/dev/shm` behind every Envoy.
+pub fn start_envoy(cfg: &FleetConfig, node: &str, cluster: &str) -> std::io::Result<Envoy> {
     let run = cfg.data_dir.join("run");
     std::fs::create_dir_all(&run)?;
     let file = run.join(format!("{}.json", file_name(node)));
-    std::fs::write(&file, bootstrap(node, cluster, cfg.xds, admin, Mode::Delta))?;
-    Ok(Supervised::start(Spec {
+    let admin = run.join(format!("{}.admin", file_name(node)));
+    std::fs::write(
+        &file,
+        bootstrap(node, cluster, cfg.xds, loopback(0), Mode::Delta),
+    )?;
+    let process = Supervised::start(Spec {
         name: node.to_string(),
         program: cfg.envoy.clone(),
         args: vec![
@@ -167,7 +183,9 @@ pub fn start_envoy(
             file.display().to_string(),
             "--concurrency".into(),
             "1".into(),
-            "--use-dynamic-base-id".into(),
+            "--disable-hot-restart".into(),
+            "--admin-address-path".into(),
+            admin.display().to_string(),
             "--log-level".into(),
             cfg.envoy_log_level.clone(),
             "--drain-time-s".into(),
@@ -175,7 +193,15 @@ pub fn start_envoy(
         ],
         env: Vec::new(),
         log: log_path(&cfg.data_dir, node),
-    }))
+        fresh: Some(admin.clone()),
+    });
+    Ok(Envoy { process, admin })
+}
+
+/// The admin address an Envoy wrote to `file` (`--admin-address-path`);
+/// `None` while it is not up.
+pub fn admin_address(file: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
 fn file_name(node: &str) -> String {
@@ -266,10 +292,12 @@ impl Fleet {
             inbound: loopback(free_port()?),
             app,
         };
-        let admin = loopback(free_port()?);
         let node = key.node();
         let cluster = format!("{}.{}", key.service.name, key.service.namespace);
-        let sidecar = start_envoy(cfg, &node, &cluster, admin)?;
+        let Envoy {
+            process: sidecar,
+            admin,
+        } = start_envoy(cfg, &node, &cluster)?;
         let app = match &workload {
             Workload::Fixed(_) => None,
             Workload::Command(cmd) => {
@@ -291,6 +319,7 @@ impl Fleet {
                     name,
                     program,
                     args,
+                    fresh: None,
                     env: vec![
                         ("PORT".into(), ports.app.port().to_string()),
                         ("HTTP_PROXY".into(), proxy.clone()),

@@ -25,6 +25,10 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// File that receives stdout and stderr (appended).
     pub log: PathBuf,
+    /// A file removed before every start: one the process writes once it
+    /// is up (Envoy's `--admin-address-path`), so a reader never sees the
+    /// previous run's.
+    pub fresh: Option<PathBuf>,
 }
 
 /// A supervised process: restarted when it exits, until dropped or
@@ -44,6 +48,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Time between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
+/// Lines of a process's log quoted when it exits.
+const TAIL_LINES: usize = 3;
+/// At most this much of the log's end is read for them.
+const TAIL_BYTES: u64 = 4096;
 
 impl Supervised {
     /// Starts `spec` and keeps it running.
@@ -67,7 +75,11 @@ impl Supervised {
                             tokio::select! {
                                 status = child.wait() => {
                                     pid.store(0, Ordering::Relaxed);
-                                    tracing::warn!(process = %spec.name, ?status, log = %spec.log.display(), "exited; restarting");
+                                    // The log's last lines say why (Envoy
+                                    // prints a bad bootstrap or a port it
+                                    // cannot bind there, then exits 1).
+                                    let tail = log_tail(&spec.log, TAIL_LINES);
+                                    tracing::warn!(process = %spec.name, ?status, log = %spec.log.display(), %tail, "exited; restarting");
                                 }
                                 _ = wait_stop(&mut stopped) => {
                                     terminate(id, &mut child).await;
@@ -142,9 +154,42 @@ async fn wait_stop(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
+/// The last `n` non-empty lines of the file at `path` (from its last
+/// [`TAIL_BYTES`]), joined by ` | `; empty when it cannot be read.
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(TAIL_BYTES);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text
+        .lines()
+        // A cut first line is partial: skip it unless the file is whole.
+        .skip(usize::from(start > 0))
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let keep = lines.len().saturating_sub(n);
+    lines.drain(..keep);
+    lines.join(" | ")
+}
+
 fn spawn(spec: &Spec) -> std::io::Result<tokio::process::Child> {
     if let Some(dir) = spec.log.parent() {
         std::fs::create_dir_all(dir)?;
+    }
+    if let Some(fresh) = &spec.fresh {
+        match std::fs::remove_file(fresh) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -186,7 +231,46 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hello".into())],
             log: dir.join("test.log"),
+            fresh: None,
         }
+    }
+
+    #[test]
+    fn log_tail_quotes_the_last_lines_of_a_whole_or_a_long_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        assert_eq!(log_tail(&path, 3), "", "no file");
+        std::fs::write(&path, "one\n\ntwo\nthree\nfour\n\n").unwrap();
+        assert_eq!(log_tail(&path, 3), "two | three | four");
+        assert_eq!(log_tail(&path, 9), "one | two | three | four");
+        // Longer than TAIL_BYTES: the cut first line is dropped.
+        let long = format!("{}\nlast error\n", "x".repeat(TAIL_BYTES as usize * 2));
+        std::fs::write(&path, long).unwrap();
+        assert_eq!(log_tail(&path, 3), "last error");
+    }
+
+    #[tokio::test]
+    async fn the_fresh_file_is_removed_before_every_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("address");
+        std::fs::write(&fresh, "old").unwrap();
+        // Each run appends whether it found the file, then writes it.
+        let script = format!(
+            "if [ -e {f} ]; then echo found; else echo absent; fi; echo run > {f}; exit 1",
+            f = fresh.display()
+        );
+        let mut spec = spec(dir.path(), &script);
+        spec.fresh = Some(fresh.clone());
+        let s = Supervised::start(spec);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while s.restarts() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s.stop().await;
+        let log = std::fs::read_to_string(dir.path().join("test.log")).unwrap();
+        let runs: Vec<&str> = log.lines().collect();
+        assert!(runs.len() >= 2, "{log}");
+        assert!(runs.iter().all(|l| *l == "absent"), "{log}");
     }
 
     #[tokio::test]
