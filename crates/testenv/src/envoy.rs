@@ -40,3 +40,48 @@ pub fn envoy() -> anyhow::Result<PathBuf> {
         ),
     }
 }
+
+/// The last `lines` non-empty lines of each `*.log` file in `dir` (a
+/// `packlight up` data directory's `logs/`), one block per file, for a
+/// test that gave up waiting to say why (an Envoy that exits prints its
+/// reason there).
+pub fn log_tails(dir: &Path, lines: usize) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "log"));
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        out.push_str(&format!("--- {name} ({} lines)\n", all.len()));
+        for l in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        out = format!("(no logs in {})\n", dir.display());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tails_quotes_each_log_s_last_lines_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(log_tails(dir.path(), 2).starts_with("(no logs in "));
+        std::fs::write(dir.path().join("b.log"), "1\n2\n\n3\n").unwrap();
+        std::fs::write(dir.path().join("a.log"), "only\n").unwrap();
+        std::fs::write(dir.path().join("c.json"), "{}").unwrap();
+        assert_eq!(
+            log_tails(dir.path(), 2),
+            "--- a.log (1 lines)\nonly\n--- b.log (3 lines)\n2\n3\n"
+        );
+    }
+}

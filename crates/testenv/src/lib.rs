@@ -42,7 +42,7 @@ mod port;
 
 pub use bench::{KUBECONFIG_ENV, LOG_ENV, TestEnv, env};
 pub use crds::install_crds;
-pub use envoy::envoy;
+pub use envoy::{envoy, log_tails};
 pub use extra::{ExtraBench, start_extra};
 pub use namespace::{TestNamespace, namespace};
 pub use operator::{Operator, operator_kubeconfig};

@@ -69,8 +69,15 @@ impl Drop for Proc {
     }
 }
 
-/// Spawns `cmd` with stdout piped; returns the first line satisfying `want`.
-pub fn spawn_until(mut cmd: Command, want: impl Fn(&str) -> bool, secs: u64) -> (Proc, String) {
+/// Spawns `cmd` with stdout piped; returns the first line satisfying `want`
+/// (or panics after `secs` with what it printed and `why`, such as the
+/// tails of its logs).
+pub fn spawn_until(
+    mut cmd: Command,
+    want: impl Fn(&str) -> bool,
+    secs: u64,
+    why: impl Fn() -> String,
+) -> (Proc, String) {
     let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
     let stdout = child.stdout.take().unwrap();
     let proc = Proc(child);
@@ -87,7 +94,7 @@ pub fn spawn_until(mut cmd: Command, want: impl Fn(&str) -> bool, secs: u64) -> 
         match rx.recv_timeout(left) {
             Ok(line) if want(&line) => return (proc, line),
             Ok(line) => seen.push(line),
-            Err(_) => panic!("not ready within {secs} s; printed {seen:?}"),
+            Err(_) => panic!("not ready within {secs} s; printed {seen:?}\n{}", why()),
         }
     }
 }
@@ -135,7 +142,13 @@ pub fn packlight_up(example: tempfile::TempDir, ingress_port: u16) -> Up {
         .env("PACKLIGHT_ENVOY", envoy())
         .env("PACKLIGHT_LOG", "warn")
         .stderr(Stdio::inherit());
-    let (process, _) = spawn_until(up, |l| l == "packlight: ready", 120);
+    let logs = data.path().join("logs");
+    let (process, _) = spawn_until(
+        up,
+        |l| l == "packlight: ready",
+        120,
+        || packlight_testenv::log_tails(&logs, 5),
+    );
     Up {
         api: format!("http://127.0.0.1:{api}"),
         token_file: data.path().join("token"),
@@ -156,7 +169,12 @@ impl Up {
             .arg(format!("{}#{}", self.api, self.token_file.display()))
             .env("PACKLIGHT_LOG", "warn")
             .stderr(Stdio::inherit());
-        let (process, line) = spawn_until(console, |l| l.starts_with("packlight console: "), 30);
+        let (process, line) = spawn_until(
+            console,
+            |l| l.starts_with("packlight console: "),
+            30,
+            String::new,
+        );
         let login = line.trim_start_matches("packlight console: ").to_string();
         let base = login.split("/login").next().unwrap().to_string();
         (process, login, base)
