@@ -53,7 +53,7 @@ fn start_as(cfg: &ProxyConfig, wait_for: SocketAddr, id: &support::Identity) -> 
     let path = dir.path().join("bootstrap.pb");
     std::fs::write(&path, support::bootstrap_with(cfg, id).encode_to_vec()).expect("write");
     let child = Command::new(support::envoy())
-        .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level"])
+        .args(["--concurrency", "1", "--disable-hot-restart", "--log-level"])
         // PACKLIGHT_ENVOY_LOG=debug shows Envoy's log when a test fails.
         .arg(std::env::var("PACKLIGHT_ENVOY_LOG").unwrap_or_else(|_| "error".to_string()))
         .arg("-c")

@@ -152,7 +152,7 @@ pub fn run_envoy(cfg: &ProxyConfig, wait_for: SocketAddr) -> RunningEnvoy {
         .args([
             "--concurrency",
             "1",
-            "--use-dynamic-base-id",
+            "--disable-hot-restart",
             "--log-level",
             &log,
         ])

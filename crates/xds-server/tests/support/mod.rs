@@ -149,7 +149,7 @@ impl Envoy {
         std::fs::write(&config, bootstrap(node, "test", xds, admin, mode)).expect("write");
         let log = std::env::var("PACKLIGHT_ENVOY_LOG").ok();
         let child = Command::new(envoy_binary())
-            .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level"])
+            .args(["--concurrency", "1", "--disable-hot-restart", "--log-level"])
             // PACKLIGHT_ENVOY_LOG=debug shows Envoy's log when a test fails.
             .arg(log.as_deref().unwrap_or("error"))
             .arg("--admin-address-path")

@@ -275,7 +275,7 @@ pub fn run_envoy(cfg: &ProxyConfig, id: &Identity, wait_for: std::net::SocketAdd
         .args([
             "--concurrency",
             "1",
-            "--use-dynamic-base-id",
+            "--disable-hot-restart",
             "--log-level",
             "error",
             "-c",
