@@ -637,9 +637,10 @@ impl ChangeFilter {
 
 /// What the stores keep of an object: everything but its managed fields.
 /// Nothing here reads them (an apply is judged against the fields and the
-/// digest annotation, status by its conditions), and for server-side
-/// applied objects they are about as large as the object itself.
-fn strip<K: Resource>(obj: &mut K) {
+/// digest annotation, status by its conditions; the webhook's model is
+/// built from specs), and for server-side applied objects they are about
+/// as large as the object itself.
+pub(crate) fn strip<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 

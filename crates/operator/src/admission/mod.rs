@@ -39,7 +39,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use kube::api::ListParams;
-use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use packlight_model::Input;
@@ -309,8 +309,10 @@ fn watch_sources(
             Some(ns) => Api::<K>::namespaced(client.clone(), ns),
             None => Api::<K>::all(client.clone()),
         };
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        let stream = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(crate::index::strip)
+            .reflect(writer)
             .map(|_| ())
             .boxed();
         (store, stream)
