@@ -62,7 +62,12 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let name = ns.name_any();
     let span = tracing::info_span!("reconcile", namespace = %name);
     let started = std::time::Instant::now();
-    let result = run(&name, &ctx).instrument(span).await;
+    let terminating = ns.metadata.deletion_timestamp.is_some();
+    let result = if terminating {
+        run_terminating(&name, &ctx).instrument(span).await
+    } else {
+        run(&name, &ctx).instrument(span).await
+    };
     ctx.stats.duration.observe(started.elapsed().as_secs_f64());
     ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
     match &result {
@@ -77,7 +82,17 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     result
 }
 
-async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
+/// Whether namespace `home` no longer exists (known only when the
+/// operator watches every namespace).
+fn home_gone(ctx: &Context, home: &str) -> bool {
+    ctx.namespaces.as_ref().is_some_and(|n| {
+        n.get(&kube::runtime::reflector::ObjectRef::new(home))
+            .is_none()
+    })
+}
+
+/// Waits (bounded) until every watch has listed once.
+async fn synced(ctx: &Context) -> Result<(), Error> {
     let ready = async {
         let namespaces = match &ctx.namespaces {
             Some(n) => n.wait_until_ready().await.is_ok(),
@@ -86,9 +101,50 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
         namespaces && ctx.index.ready().await
     };
     match tokio::time::timeout(READY_TIMEOUT, ready).await {
-        Ok(true) => ctx.stats.synced.store(1, Ordering::Relaxed),
-        _ => return Err(Error::NotReady),
+        Ok(true) => {
+            ctx.stats.synced.store(1, Ordering::Relaxed);
+            Ok(())
+        }
+        _ => Err(Error::NotReady),
     }
+}
+
+/// A namespace being deleted: the namespace controller removes what lives
+/// in it, and the API server refuses anything new there (objects and
+/// Events alike), so nothing is applied and no status written. What its
+/// resources placed in other namespaces (an IngressPolicy's Gateway,
+/// EnvoyFilter and AuthorizationPolicy in the gateway's namespace) is
+/// deleted now rather than left to the gateway namespace's adoption.
+async fn run_terminating(ns: &str, ctx: &Context) -> Result<Action, Error> {
+    synced(ctx).await?;
+    let live = live_objects(ctx, ns, &|home| home_gone(ctx, home));
+    let mut failed = 0usize;
+    for (key, obj) in live.iter().filter(|(k, _)| k.namespace != ns) {
+        let rv = outputs::str_at(obj, "/metadata/resourceVersion").unwrap_or_default();
+        let done = ctx
+            .deleted
+            .lock()
+            .is_ok_and(|d| d.get(key).is_some_and(|v| v == rv));
+        if done {
+            continue;
+        }
+        if let Err(e) = delete(ctx, key, rv).await {
+            failed += 1;
+            tracing::warn!(object = %key, error = %e, "delete failed");
+        }
+    }
+    tracing::debug!(
+        elsewhere = live.keys().filter(|k| k.namespace != ns).count(),
+        "namespace terminating: only its objects elsewhere deleted"
+    );
+    if failed > 0 {
+        return Err(Error::ApplyFailed(failed));
+    }
+    Ok(Action::await_change())
+}
+
+async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
+    synced(ctx).await?;
     let managed: usize = ctx.index.outputs.iter().map(|s| s.len()).sum();
     ctx.stats.managed.store(managed as u64, Ordering::Relaxed);
     let t0 = std::time::Instant::now();
@@ -111,12 +167,7 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
 
     // Objects whose home namespace was deleted (gateway objects of a gone
     // namespace's IngressPolicy) are adopted by the namespace they are in.
-    let gone = |home: &str| {
-        ctx.namespaces.as_ref().is_some_and(|n| {
-            n.get(&kube::runtime::reflector::ObjectRef::new(home))
-                .is_none()
-        })
-    };
+    let gone = |home: &str| home_gone(ctx, home);
     let live = live_objects(ctx, ns, &gone);
     let t_live = t0.elapsed();
     let wanted: BTreeSet<&ObjectKey> = desired.iter().filter_map(|d| d.key.as_ref()).collect();

@@ -1236,3 +1236,173 @@ async fn the_helm_chart_passes_a_server_side_dry_run() -> anyhow::Result<()> {
     }
     ns.delete().await
 }
+
+/// Gateway objects live in the gateway's namespace but belong to the
+/// namespace of their IngressPolicy (label `packlight.dev/source-namespace`).
+/// When that namespace is deleted, nothing of it is left in the gateway's
+/// namespace: neither while the operator runs, nor when it was down during
+/// the deletion (the gateway namespace adopts the orphans at start).
+/// Cluster-wide, so on a bench of its own: an all-namespace operator on
+/// the shared bench would act on every other test's namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_namespace_leaves_nothing_in_the_gateway_namespace() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::Api;
+    use kube::api::{DynamicObject, PostParams};
+
+    let extra = packlight_testenv::start_extra().await?;
+    let env = extra.env().await?;
+    let admin = env.client()?;
+    packlight_testenv::install_crds(&admin, &packlight_api::crds()).await?;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for ns in ["gw", "apps-1", "apps-2"] {
+        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        namespaces.create(&PostParams::default(), &obj).await?;
+    }
+    let config = || {
+        let mut config = packlight_operator::OperatorConfig {
+            namespace: None,
+            instance: Some("test-adoption".into()),
+            ..Default::default()
+        };
+        config.render.gateway_namespace = "gw".into();
+        config
+    };
+    let apply = |ns: &'static str| {
+        let admin = admin.clone();
+        async move {
+            // One host per namespace: two policies claiming one host
+            // conflict, and neither would be programmed.
+            let ingress = format!(
+                r#"
+apiVersion: packlight.dev/v1alpha1
+kind: IngressPolicy
+metadata: {{name: data}}
+spec:
+  hosts: ["{ns}.example.com"]
+  routes: [{{pathPrefix: /httpbin, service: httpbin}}]
+  csrf: {{}}
+"#
+            );
+            for mut doc in support::documents(&format!("{MICROSERVICE}---{ingress}")) {
+                doc["metadata"]["namespace"] = json!(ns);
+                let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+                let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
+                let ar = kube::api::ApiResource::from_gvk_with_plural(
+                    &kube::core::GroupVersionKind::gvk("packlight.dev", "v1alpha1", &kind),
+                    &plural,
+                );
+                let name = doc["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Api::<DynamicObject>::namespaced_with(admin.clone(), ns, &ar)
+                    .patch(
+                        &name,
+                        &PatchParams::apply("packlight-test").force(),
+                        &Patch::Apply(&doc),
+                    )
+                    .await
+                    .with_context(|| format!("applying {kind} {name} in {ns}"))?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    // The managed objects in `gw` that belong to `ns`, as "Kind/name".
+    let owned_by = |ns: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let mut out = Vec::new();
+            for kind in ["Gateway", "EnvoyFilter", "AuthorizationPolicy"] {
+                let ar = packlight_operator::outputs::output_resource_named(kind)
+                    .expect("an output kind");
+                let list = Api::<DynamicObject>::namespaced_with(admin.clone(), "gw", &ar)
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("{}={ns}", packlight_istio::meta::SOURCE_NAMESPACE)),
+                    )
+                    .await?;
+                out.extend(
+                    list.items
+                        .iter()
+                        .map(|o| format!("{kind}/{}", o.metadata.name.clone().unwrap_or_default())),
+                );
+            }
+            anyhow::Ok(out)
+        }
+    };
+    let gone = |ns: &'static str| {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces.delete(ns, &DeleteParams::default()).await?;
+            eventually(
+                &format!("namespace {ns} deleted"),
+                Duration::from_secs(60),
+                || async { Ok(namespaces.get_opt(ns).await?.is_none()) },
+            )
+            .await
+        }
+    };
+
+    // The operator's own identity (deploy/rbac.yaml's ClusterRole), as in
+    // a cluster install.
+    let kubeconfig = packlight_testenv::operator_kubeconfig(&env).await?;
+    let file = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let identity = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(file, &Default::default()).await?,
+    )?;
+    let mut op = support::spawn(identity.clone(), config());
+    apply("apps-1").await?;
+    apply("apps-2").await?;
+    for ns in ["apps-1", "apps-2"] {
+        eventually(
+            &format!("gateway objects of {ns}"),
+            Duration::from_secs(60),
+            || async {
+                let owned = owned_by(ns).await?;
+                Ok(owned.iter().any(|o| o.starts_with("Gateway/"))
+                    && owned.iter().any(|o| o.starts_with("EnvoyFilter/")))
+            },
+        )
+        .await?;
+    }
+
+    // Deleted while the operator runs: its gateway objects go, and no
+    // reconcile fails on the way (nothing is created in a namespace being
+    // deleted; the API server would refuse it, Events included).
+    let errors = op.stats.errors.load(Ordering::Relaxed);
+    gone("apps-1").await?;
+    eventually(
+        "apps-1's gateway objects removed",
+        Duration::from_secs(60),
+        || async { Ok(owned_by("apps-1").await?.is_empty()) },
+    )
+    .await?;
+    assert_eq!(
+        op.stats.errors.load(Ordering::Relaxed),
+        errors,
+        "reconciles failed while apps-1 was deleted"
+    );
+    assert!(
+        !owned_by("apps-2").await?.is_empty(),
+        "apps-2 keeps its gateway objects"
+    );
+
+    // Deleted while no operator runs: the orphans stay until one starts.
+    op.stop().await;
+    gone("apps-2").await?;
+    let orphans = owned_by("apps-2").await?;
+    assert!(
+        !orphans.is_empty(),
+        "nothing deleted them while no operator ran"
+    );
+    let mut op = support::spawn(identity.clone(), config());
+    eventually(
+        "apps-2's orphans adopted and removed",
+        Duration::from_secs(60),
+        || async { Ok(owned_by("apps-2").await?.is_empty()) },
+    )
+    .await?;
+    op.stop().await;
+    Ok(())
+}

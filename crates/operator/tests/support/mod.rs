@@ -68,7 +68,8 @@ impl Drop for Running {
     }
 }
 
-fn spawn(client: kube::Client, config: OperatorConfig) -> Running {
+/// An operator with `client` and `config` running in-process.
+pub fn spawn(client: kube::Client, config: OperatorConfig) -> Running {
     let operator = Operator::new(client, config);
     let stats = operator.stats();
     let (stop, stopped) = oneshot::channel::<()>();
