@@ -422,18 +422,24 @@ async fn a_sidecar_holds_only_what_it_may_call() {
         .json()
         .await
         .unwrap();
-    let names: Vec<String> = dump["configs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
-        .collect();
+    let names = cluster_names(&dump);
     let svc: Vec<&String> = names.iter().filter(|n| n.contains(".big.svc")).collect();
     assert_eq!(
         svc,
         [&"outbound|8000||svc-7.big.svc.cluster.local".to_string()],
         "all clusters: {names:?}"
     );
+}
+
+/// The cluster names of an Envoy admin `config_dump` of
+/// `dynamic_active_clusters` (none when it is not one).
+fn cluster_names(dump: &Value) -> Vec<String> {
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// The pids of the Envoys whose bootstrap is under `data` (found through
@@ -470,6 +476,7 @@ async fn a_sidecar_that_exits_comes_back_with_its_config_on_a_fresh_admin_port()
     assert_eq!(pids.len(), 4, "ingress + 3 sidecars: {pids:?}");
     for pid in &pids {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        assert!(maps.contains("envoy"), "cannot read Envoy {pid}'s maps");
         assert!(
             !maps.contains("envoy_shared_memory"),
             "Envoy {pid} maps a hot-restart region"
@@ -529,12 +536,7 @@ async fn a_sidecar_that_exits_comes_back_with_its_config_on_a_fresh_admin_port()
             continue;
         };
         let dump: Value = resp.json().await.unwrap_or(Value::Null);
-        let names: Vec<String> = dump["configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
-            .collect();
+        let names = cluster_names(&dump);
         if names.iter().any(|n| n.contains("web.shop.svc")) {
             break names;
         }
@@ -547,8 +549,17 @@ async fn a_sidecar_that_exits_comes_back_with_its_config_on_a_fresh_admin_port()
     assert_ne!(last["admin"].as_str(), Some(admin.as_str()));
     drop(held);
 
-    // And it carries traffic again: every request answered.
+    // And it carries traffic again: once its listener is up (its clusters
+    // may come first), every request answered.
     let client = up.client_of("client").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while send(&client, 1).await.1 != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted sidecar never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (seen, failed) = send(&client, 100).await;
     assert_eq!(failed, 0, "{seen:?}");
     assert_eq!(seen.values().sum::<usize>(), 100);

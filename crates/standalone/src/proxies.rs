@@ -161,7 +161,7 @@ pub struct Envoy {
 /// Starts an Envoy for `node` with its bootstrap in `DATA_DIR/run`.
 ///
 /// Its admin listens on a port the kernel picks (written to
-/// `DATA_DIR/run/NODE.admin`, removed before every restart): a port chosen
+/// `DATA_DIR/run/NODE.N.admin`, there only while it runs): a port chosen
 /// beforehand could be taken before Envoy binds it, and then every restart
 /// would fail the same way. Hot restart is off: packlight restarts an
 /// Envoy by starting a new one, and a hot-restart base id leaves a shared
@@ -170,7 +170,11 @@ pub fn start_envoy(cfg: &FleetConfig, node: &str, cluster: &str) -> std::io::Res
     let run = cfg.data_dir.join("run");
     std::fs::create_dir_all(&run)?;
     let file = run.join(format!("{}.json", file_name(node)));
-    let admin = run.join(format!("{}.admin", file_name(node)));
+    // One file per Envoy started: an instance replaced under the same
+    // node name never shares it with its predecessor.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let admin = run.join(format!("{}.{seq}.admin", file_name(node)));
     std::fs::write(
         &file,
         bootstrap(node, cluster, cfg.xds, loopback(0), Mode::Delta),

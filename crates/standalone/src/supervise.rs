@@ -25,9 +25,9 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// File that receives stdout and stderr (appended).
     pub log: PathBuf,
-    /// A file removed before every start: one the process writes once it
-    /// is up (Envoy's `--admin-address-path`), so a reader never sees the
-    /// previous run's.
+    /// A file the process writes once it is up (Envoy's
+    /// `--admin-address-path`): removed before every start and whenever
+    /// the process is down, so a reader never sees a dead run's.
     pub fresh: Option<PathBuf>,
 }
 
@@ -66,6 +66,12 @@ impl Supervised {
             tokio::spawn(async move {
                 let mut backoff = BACKOFF_MIN;
                 loop {
+                    // A stop that came as the backoff ended: never start
+                    // again (it would remove a successor's fresh file).
+                    if *stopped.borrow() {
+                        forget(&spec);
+                        return;
+                    }
                     let started = tokio::time::Instant::now();
                     match spawn(&spec) {
                         Ok(mut child) => {
@@ -75,6 +81,8 @@ impl Supervised {
                             tokio::select! {
                                 status = child.wait() => {
                                     pid.store(0, Ordering::Relaxed);
+                                    // What it wrote once up is stale now.
+                                    forget(&spec);
                                     // The log's last lines say why (Envoy
                                     // prints a bad bootstrap or a port it
                                     // cannot bind there, then exits 1).
@@ -84,6 +92,7 @@ impl Supervised {
                                 _ = wait_stop(&mut stopped) => {
                                     terminate(id, &mut child).await;
                                     pid.store(0, Ordering::Relaxed);
+                                    forget(&spec);
                                     return;
                                 }
                             }
@@ -98,7 +107,10 @@ impl Supervised {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = wait_stop(&mut stopped) => return,
+                        _ = wait_stop(&mut stopped) => {
+                            forget(&spec);
+                            return;
+                        }
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
@@ -180,17 +192,27 @@ pub fn log_tail(path: &std::path::Path, n: usize) -> String {
     lines.join(" | ")
 }
 
+/// Removes the spec's fresh file (nothing to do when there is none).
+fn remove_fresh(spec: &Spec) -> std::io::Result<()> {
+    match spec.fresh.as_deref().map(std::fs::remove_file) {
+        None | Some(Ok(())) => Ok(()),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Some(Err(e)) => Err(e),
+    }
+}
+
+/// The process is down: its fresh file no longer describes it.
+fn forget(spec: &Spec) {
+    if let Err(e) = remove_fresh(spec) {
+        tracing::warn!(process = %spec.name, error = %e, "cannot remove its stale file");
+    }
+}
+
 fn spawn(spec: &Spec) -> std::io::Result<tokio::process::Child> {
     if let Some(dir) = spec.log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    if let Some(fresh) = &spec.fresh {
-        match std::fs::remove_file(fresh) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
+    remove_fresh(spec)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -271,6 +293,39 @@ mod tests {
         let runs: Vec<&str> = log.lines().collect();
         assert!(runs.len() >= 2, "{log}");
         assert!(runs.iter().all(|l| *l == "absent"), "{log}");
+        assert!(!fresh.exists(), "left behind by a stopped process");
+    }
+
+    #[tokio::test]
+    async fn the_fresh_file_goes_when_the_process_exits_and_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("address");
+        let marker = dir.path().join("ran");
+        // The first run writes the file and exits; later runs never write
+        // it (they sleep).
+        let script = format!(
+            "if [ -e {m} ]; then exec sleep 300; fi; touch {m}; echo up > {f}; sleep 0.3; exit 1",
+            m = marker.display(),
+            f = fresh.display()
+        );
+        let mut spec = spec(dir.path(), &script);
+        spec.fresh = Some(fresh.clone());
+        let s = Supervised::start(spec);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !fresh.exists() {
+            assert!(tokio::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while s.restarts() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never exited");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Counted as exited (the restart is 200 ms away): already gone.
+        assert!(!fresh.exists(), "a dead run's file is still there");
+        // The second run writes nothing; stopping leaves nothing either.
+        std::fs::write(&fresh, "planted").unwrap();
+        s.stop().await;
+        assert!(!fresh.exists(), "left behind by a stopped process");
     }
 
     #[tokio::test]
