@@ -53,7 +53,8 @@ pub fn log_tails(dir: &Path, lines: usize) -> String {
     files.sort();
     let mut out = String::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        // Lossy: a log is not always UTF-8 (a binary's garbage).
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
         let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let name = f.file_name().unwrap_or_default().to_string_lossy();
         out.push_str(&format!("--- {name} ({} lines)\n", all.len()));
