@@ -120,15 +120,7 @@ async fn run_terminating(ns: &str, ctx: &Context) -> Result<Action, Error> {
     let live = live_objects(ctx, ns, &|home| home_gone(ctx, home));
     let mut failed = 0usize;
     for (key, obj) in live.iter().filter(|(k, _)| k.namespace != ns) {
-        let rv = outputs::str_at(obj, "/metadata/resourceVersion").unwrap_or_default();
-        let done = ctx
-            .deleted
-            .lock()
-            .is_ok_and(|d| d.get(key).is_some_and(|v| v == rv));
-        if done {
-            continue;
-        }
-        if let Err(e) = delete(ctx, key, rv).await {
+        if let Err(e) = delete_once(ctx, key, obj).await {
             failed += 1;
             tracing::warn!(object = %key, error = %e, "delete failed");
         }
@@ -270,15 +262,7 @@ async fn run(ns: &str, ctx: &Context) -> Result<Action, Error> {
         {
             continue;
         }
-        let rv = outputs::str_at(obj, "/metadata/resourceVersion").unwrap_or_default();
-        let done = ctx
-            .deleted
-            .lock()
-            .is_ok_and(|d| d.get(key).is_some_and(|v| v == rv));
-        if done {
-            continue;
-        }
-        if let Err(e) = delete(ctx, key, rv).await {
+        if let Err(e) = delete_once(ctx, key, obj).await {
             failed += 1;
             let why = format!("deleting {key}: {e}");
             tracing::warn!(object = %key, error = %e, "delete failed");
@@ -807,6 +791,20 @@ async fn place(
 }
 
 /// Deletes an orphan the watch cache shows at resourceVersion `rv`.
+/// Deletes the live object `obj` at `key`, unless this very version of it
+/// was deleted already (a watch that has not caught up yet).
+async fn delete_once(ctx: &Context, key: &ObjectKey, obj: &Value) -> Result<(), kube::Error> {
+    let rv = outputs::str_at(obj, "/metadata/resourceVersion").unwrap_or_default();
+    let done = ctx
+        .deleted
+        .lock()
+        .is_ok_and(|d| d.get(key).is_some_and(|v| v == rv));
+    if done {
+        return Ok(());
+    }
+    delete(ctx, key, rv).await
+}
+
 async fn delete(ctx: &Context, key: &ObjectKey, rv: &str) -> Result<(), kube::Error> {
     let Some(api) = dynamic_api(ctx, key) else {
         return Ok(());

@@ -1287,16 +1287,11 @@ spec:
             for mut doc in support::documents(&format!("{MICROSERVICE}---{ingress}")) {
                 doc["metadata"]["namespace"] = json!(ns);
                 let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-                let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
-                let ar = kube::api::ApiResource::from_gvk_with_plural(
-                    &kube::core::GroupVersionKind::gvk("packlight.dev", "v1alpha1", &kind),
-                    &plural,
-                );
                 let name = doc["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                Api::<DynamicObject>::namespaced_with(admin.clone(), ns, &ar)
+                support::packlight_api(&admin, ns, &kind)
                     .patch(
                         &name,
                         &PatchParams::apply("packlight-test").force(),
@@ -1365,7 +1360,38 @@ spec:
             },
         )
         .await?;
+        // Settled: both resources report Programmed (their statuses are
+        // written), so no reconcile of this setup is still under way.
+        for kind in ["IngressPolicy", "Microservice"] {
+            let api = support::packlight_api(&admin, ns, kind);
+            let name = if kind == "IngressPolicy" {
+                "data"
+            } else {
+                "httpbin"
+            };
+            eventually(
+                &format!("{kind} {ns}/{name} Programmed"),
+                Duration::from_secs(60),
+                || async {
+                    let obj = serde_json::to_value(api.get(name).await?)?;
+                    Ok(condition(&obj, "Programmed").is_some_and(|c| c["status"] == "True"))
+                },
+            )
+            .await?;
+        }
     }
+    let shared = |admin: kube::Client| async move {
+        let ar = packlight_operator::outputs::output_resource_named("EnvoyFilter")
+            .expect("an output kind");
+        let filters = Api::<DynamicObject>::namespaced_with(admin, "gw", &ar);
+        anyhow::Ok(
+            filters
+                .get_opt(packlight_istio::filters::FILTERS_NAME)
+                .await?
+                .is_some(),
+        )
+    };
+    assert!(shared(admin.clone()).await?, "the gateway's shared filters");
 
     // Deleted while the operator runs: its gateway objects go, and no
     // reconcile fails on the way (nothing is created in a namespace being
@@ -1387,6 +1413,10 @@ spec:
         !owned_by("apps-2").await?.is_empty(),
         "apps-2 keeps its gateway objects"
     );
+    assert!(
+        shared(admin.clone()).await?,
+        "the shared filters stay while apps-2 needs them"
+    );
 
     // Deleted while no operator runs: the orphans stay until one starts.
     op.stop().await;
@@ -1398,9 +1428,9 @@ spec:
     );
     let mut op = support::spawn(identity.clone(), config());
     eventually(
-        "apps-2's orphans adopted and removed",
+        "apps-2's orphans adopted and removed, and the shared filters",
         Duration::from_secs(60),
-        || async { Ok(owned_by("apps-2").await?.is_empty()) },
+        || async { Ok(owned_by("apps-2").await?.is_empty() && !shared(admin.clone()).await?) },
     )
     .await?;
     op.stop().await;

@@ -28,7 +28,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
-use kube::core::{ApiResource, GroupVersionKind};
 use packlight_operator::{Operator, OperatorConfig, outputs};
 use serde_json::{Value, json};
 use support::{condition, documents, eventually};
@@ -145,18 +144,11 @@ impl Drop for Bench {
 }
 
 fn api_of(client: &kube::Client, group: &str, kind: &str) -> Api<DynamicObject> {
-    let (gvk, plural) = if group == "packlight.dev" {
-        let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
-        (GroupVersionKind::gvk(group, "v1alpha1", kind), plural)
-    } else {
-        let ar = outputs::output_resource_named(kind).expect("an output kind");
-        return Api::namespaced_with(client.clone(), NS, &ar);
-    };
-    Api::namespaced_with(
-        client.clone(),
-        NS,
-        &ApiResource::from_gvk_with_plural(&gvk, &plural),
-    )
+    if group == "packlight.dev" {
+        return support::packlight_api(client, NS, kind);
+    }
+    let ar = outputs::output_resource_named(kind).expect("an output kind");
+    Api::namespaced_with(client.clone(), NS, &ar)
 }
 
 fn service(i: usize, w10: u32) -> Vec<Value> {

@@ -83,6 +83,17 @@ pub fn spawn(client: kube::Client, config: OperatorConfig) -> Running {
     }
 }
 
+/// A dynamic API of packlight kind `kind` (`Route`, `IngressPolicy`...) in
+/// namespace `ns`.
+pub fn packlight_api(client: &kube::Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("packlight.dev", "v1alpha1", kind),
+        &plural,
+    );
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
 pub fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
@@ -361,12 +372,7 @@ impl Harness {
 
     /// A dynamic API of a packlight kind in the namespace.
     pub fn packlight(&self, kind: &str) -> Api<DynamicObject> {
-        let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("packlight.dev", "v1alpha1", kind),
-            &plural,
-        );
-        Api::namespaced_with(self.admin.clone(), self.name(), &ar)
+        packlight_api(&self.admin, self.name(), kind)
     }
 
     /// A dynamic API of an output kind (`VirtualService`, ...) in the namespace.
