@@ -790,7 +790,6 @@ async fn place(
     }
 }
 
-/// Deletes an orphan the watch cache shows at resourceVersion `rv`.
 /// Deletes the live object `obj` at `key`, unless this very version of it
 /// was deleted already (a watch that has not caught up yet).
 async fn delete_once(ctx: &Context, key: &ObjectKey, obj: &Value) -> Result<(), kube::Error> {
@@ -805,6 +804,7 @@ async fn delete_once(ctx: &Context, key: &ObjectKey, obj: &Value) -> Result<(), 
     delete(ctx, key, rv).await
 }
 
+/// Deletes an orphan the watch cache shows at resourceVersion `rv`.
 async fn delete(ctx: &Context, key: &ObjectKey, rv: &str) -> Result<(), kube::Error> {
     let Some(api) = dynamic_api(ctx, key) else {
         return Ok(());
