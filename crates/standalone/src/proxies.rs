@@ -92,20 +92,19 @@ pub struct FleetConfig {
 }
 
 /// A free loopback port (bound, then released: the process that uses it
-/// binds it a moment later). Taken below the kernel's ephemeral port range
-/// (`net.ipv4.ip_local_port_range`), walking from a random start: a port
-/// from the ephemeral range could be handed by the kernel to anyone's
-/// port-0 bind or outgoing connection (an Envoy admin, a client socket)
-/// before our process binds it — seen as an Envoy NACK "cannot bind:
-/// Address already in use" and a proxy that never became ready. Falls back
-/// to a port-0 bind when the range below is exhausted.
+/// binds it a moment later). Taken outside the kernel's ephemeral port
+/// range (`net.ipv4.ip_local_port_range`; see [`port_window`]), walking
+/// from a random start: a port from the ephemeral range could be handed
+/// by the kernel to anyone's port-0 bind or outgoing connection (an Envoy
+/// admin, a client socket) before our process binds it — seen as an Envoy
+/// NACK "cannot bind: Address already in use" and a proxy that never
+/// became ready. Falls back to a port-0 bind when the window is exhausted.
 pub fn free_port() -> std::io::Result<u16> {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU32, Ordering};
-    const BASE: u32 = 10_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let top = ephemeral_low().max(BASE + 1_000);
-    let span = top - BASE;
+    let (low, high) = ephemeral_range();
+    let (base, span) = port_window(low, high);
     if NEXT.load(Ordering::Relaxed) == 0 {
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -119,7 +118,7 @@ pub fn free_port() -> std::io::Result<u16> {
         );
     }
     for _ in 0..span {
-        let port = BASE + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % span;
         let Ok(port) = u16::try_from(port) else {
             continue;
         };
@@ -131,12 +130,35 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// The lowest port of the kernel's ephemeral range (32768 when unknown).
-fn ephemeral_low() -> u32 {
+/// The ports [`free_port`] walks, as (first, count), given the kernel's
+/// ephemeral range `low..=high`: the larger of the two gaps around it,
+/// from port 10,000 up to `low` or from `high` + 1 up to 65,535 (Linux's
+/// default 32768–60999 leaves 10,000–32,767). A machine whose range
+/// leaves neither gap 1,000 ports wide gets 10,000–10,999, inside the
+/// range: the best there is.
+pub fn port_window(low: u32, high: u32) -> (u32, u32) {
+    const BASE: u32 = 10_000;
+    const MIN_SPAN: u32 = 1_000;
+    let below = low.saturating_sub(BASE);
+    let above = 65_535u32.saturating_sub(high.max(BASE - 1));
+    if below >= above && below >= MIN_SPAN {
+        (BASE, below)
+    } else if above >= MIN_SPAN {
+        (65_536 - above, above)
+    } else {
+        (BASE, MIN_SPAN)
+    }
+}
+
+/// The kernel's ephemeral port range (32768–60999 when unknown).
+fn ephemeral_range() -> (u32, u32) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(str::parse::<u32>);
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -374,6 +396,48 @@ impl Fleet {
                 app.stop().await;
             }
             r.sidecar.stop().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_window_is_the_larger_gap_outside_the_ephemeral_range() {
+        // Linux's default: below it.
+        assert_eq!(port_window(32_768, 60_999), (10_000, 22_768));
+        // A range reaching down to 1024: above it.
+        assert_eq!(port_window(1_024, 49_151), (49_152, 16_384));
+        // Above is larger than below.
+        assert_eq!(port_window(12_000, 50_000), (50_001, 15_535));
+        // No gap of 1,000 ports: 10,000-10,999, the old fallback.
+        assert_eq!(port_window(1_024, 65_535), (10_000, 1_000));
+        assert_eq!(port_window(10_500, 65_000), (10_000, 1_000));
+        // Every window stays within 10,000..=65,535.
+        for (low, high) in [(0, 0), (0, 65_535), (65_535, 65_535), (20_000, 9_000)] {
+            let (base, span) = port_window(low, high);
+            assert!(base >= 10_000 && base + span - 1 <= 65_535, "{low} {high}");
+        }
+    }
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_in_the_window() {
+        let (low, high) = ephemeral_range();
+        let (base, span) = port_window(low, high);
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            let p32 = u32::from(p);
+            assert!(
+                p32 >= base && p32 < base + span,
+                "{p} outside {base}+{span}"
+            );
+            assert!(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok());
         }
     }
 }
