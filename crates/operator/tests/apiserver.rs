@@ -1284,23 +1284,8 @@ spec:
   csrf: {{}}
 "#
             );
-            for mut doc in support::documents(&format!("{MICROSERVICE}---{ingress}")) {
-                doc["metadata"]["namespace"] = json!(ns);
-                let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-                let name = doc["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                support::packlight_api(&admin, ns, &kind)
-                    .patch(
-                        &name,
-                        &PatchParams::apply("packlight-test").force(),
-                        &Patch::Apply(&doc),
-                    )
-                    .await
-                    .with_context(|| format!("applying {kind} {name} in {ns}"))?;
-            }
-            anyhow::Ok(())
+            let docs = support::documents(&format!("{MICROSERVICE}---{ingress}"));
+            support::apply_packlight(&admin, ns, docs).await
         }
     };
     // The managed objects in `gw` that belong to `ns`, as "Kind/name".

@@ -167,22 +167,7 @@ fn service(i: usize, w10: u32) -> Vec<Value> {
 }
 
 async fn apply(client: &kube::Client, docs: Vec<Value>) -> anyhow::Result<()> {
-    for doc in docs {
-        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        api_of(client, "packlight.dev", &kind)
-            .patch(
-                &name,
-                &PatchParams::apply("packlight-test").force(),
-                &Patch::Apply(&doc),
-            )
-            .await
-            .with_context(|| format!("applying {kind} {name}"))?;
-    }
-    Ok(())
+    support::apply_packlight(client, NS, docs).await
 }
 
 /// Weight of subset v1-0 on the default route of a VirtualService.

@@ -94,6 +94,35 @@ pub fn packlight_api(client: &kube::Client, ns: &str, kind: &str) -> Api<Dynamic
     Api::namespaced_with(client.clone(), ns, &ar)
 }
 
+/// Server-side applies packlight resources `docs` into namespace `ns`
+/// (field manager `packlight-test`, forced, strict field validation), as a
+/// user would.
+pub async fn apply_packlight(
+    client: &kube::Client,
+    ns: &str,
+    docs: Vec<Value>,
+) -> anyhow::Result<()> {
+    for mut doc in docs {
+        doc["metadata"]["namespace"] = json!(ns);
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        packlight_api(client, ns, &kind)
+            .patch(
+                &name,
+                &PatchParams::apply("packlight-test")
+                    .force()
+                    .validation_strict(),
+                &Patch::Apply(&doc),
+            )
+            .await
+            .with_context(|| format!("applying {kind} {name} in {ns}"))?;
+    }
+    Ok(())
+}
+
 pub fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
@@ -349,25 +378,7 @@ impl Harness {
 
     /// Server-side applies a packlight resource (YAML), as a user would.
     pub async fn apply(&self, yaml: &str) -> anyhow::Result<()> {
-        for mut doc in documents(yaml) {
-            doc["metadata"]["namespace"] = json!(self.name());
-            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-            let name = doc["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let api = self.packlight(&kind);
-            api.patch(
-                &name,
-                &PatchParams::apply("packlight-test")
-                    .force()
-                    .validation_strict(),
-                &Patch::Apply(&doc),
-            )
-            .await
-            .with_context(|| format!("applying {kind} {name}"))?;
-        }
-        Ok(())
+        apply_packlight(&self.admin, self.name(), documents(yaml)).await
     }
 
     /// A dynamic API of a packlight kind in the namespace.
