@@ -118,15 +118,16 @@ async fn synced(ctx: &Context) -> Result<(), Error> {
 async fn run_terminating(ns: &str, ctx: &Context) -> Result<Action, Error> {
     synced(ctx).await?;
     let live = live_objects(ctx, ns, &|home| home_gone(ctx, home));
+    let elsewhere: Vec<_> = live.iter().filter(|(k, _)| k.namespace != ns).collect();
     let mut failed = 0usize;
-    for (key, obj) in live.iter().filter(|(k, _)| k.namespace != ns) {
+    for (key, obj) in &elsewhere {
         if let Err(e) = delete_once(ctx, key, obj).await {
             failed += 1;
             tracing::warn!(object = %key, error = %e, "delete failed");
         }
     }
     tracing::debug!(
-        elsewhere = live.keys().filter(|k| k.namespace != ns).count(),
+        elsewhere = elsewhere.len(),
         "namespace terminating: only its objects elsewhere deleted"
     );
     if failed > 0 {
